@@ -1,0 +1,1 @@
+"""derive: backpropagation through time, derived with SymPy, printed as handouts and NumPy."""

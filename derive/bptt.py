@@ -1,0 +1,335 @@
+"""Gradients: the delta recursion (reverse mode over a small graph of matrix operations),
+the path sums with explicit Jacobian products, and the generic step rule.
+
+The graph is the list of `Assign`s from `unroll`. Each rule below is one vector-Jacobian
+product written as a SymPy matrix expression (the table `vjp`): MatAdd passes the
+gradient on, MatMul multiplies by the transposed neighbours, an activation multiplies
+elementwise by its slope written through its output (tanh' = 1 - h^2). Reverse mode
+visits each assignment once, so the cost grows linearly in T and does not depend on the
+layer sizes (they are symbols).
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import sympy as sp
+from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
+from sympy.matrices.expressions.diagonal import DiagMatrix
+
+from derive.rules import ACTIVATIONS, u, v
+from derive.spec import Spec
+from derive.unroll import Assign, Softmax, Symbols, Unrolled, elementwise, inner, t, unroll
+
+#: Nodes whose adjoint gets a name (a delta) instead of being written inline.
+NAMED = {"pre_activation": "delta", "logits": "output_delta"}
+PARAM_ROLES = ("input_weight", "recurrent_weight", "bias", "output_weight", "output_bias")
+
+
+def slope(function: sp.Lambda, output: sp.MatrixExpr) -> sp.MatrixExpr | None:
+    """f'(a) as an elementwise function of the output h = f(a); None when it is 1."""
+    for act in ACTIVATIONS.values():
+        if function == sp.Lambda(u, act.value):
+            body = act.slope.xreplace({v: u})
+            return None if body == 1 else elementwise(body, output)
+    raise KeyError(f"no rule for {function}")
+
+
+def vjp(rhs: sp.Expr, lhs: sp.MatrixSymbol, grad: sp.MatrixExpr) -> list[tuple[sp.MatrixSymbol, sp.MatrixExpr]]:
+    """The table of vector-Jacobian products: the gradient reaching each leaf of `rhs`."""
+    if isinstance(rhs, sp.MatrixSymbol):
+        return [(rhs, grad)]
+    if isinstance(rhs, sp.MatAdd):
+        return [pair for arg in rhs.args for pair in vjp(arg, lhs, grad)]
+    if isinstance(rhs, sp.MatMul):
+        out = []
+        for i, factor in enumerate(rhs.args):
+            left, right = rhs.args[:i], rhs.args[i + 1:]
+            pieces = [sp.MatMul(*left).T] if left else []
+            pieces.append(grad)
+            if right:
+                pieces.append(sp.MatMul(*right).T)
+            out += vjp(factor, lhs, sp.MatMul(*pieces) if len(pieces) > 1 else grad)
+        return out
+    if isinstance(rhs, ElementwiseApplyFunction):
+        s = slope(rhs.function, lhs)
+        return vjp(rhs.expr, lhs, grad if s is None else sp.HadamardProduct(grad, s))
+    raise TypeError(f"no vector-Jacobian product for {type(rhs).__name__}")
+
+
+def output_rule(unrolled: Unrolled, time: sp.Expr, scale: sp.Expr = sp.Integer(1)) -> tuple[sp.MatrixSymbol, sp.MatrixExpr]:
+    """dE_t/d(logits) (or dE_t/dh when there is no output layer): the fused rule table."""
+    spec, sym = unrolled.spec, unrolled.sym
+    m, kind = spec.model, spec.loss.kind
+    y_hat, y = unrolled.prediction(time), sym("target", None, time)
+    residual = sym("upstream", None, time) if kind == "none" else y_hat - y
+    if not m.output_size:
+        return y_hat, scale * residual
+    z = sym("logits", None, time)
+    if kind == "cross_entropy":
+        probs = y_hat if m.output_activation == "softmax" else Softmax(z)
+        rule = probs - y
+    elif kind == "bce":
+        probs = y_hat if m.output_activation == "sigmoid" else \
+            elementwise(ACTIVATIONS["sigmoid"].value, z)
+        rule = probs - y
+    elif m.output_activation == "identity":
+        rule = residual
+    elif m.output_activation == "sigmoid":
+        rule = sp.HadamardProduct(residual, elementwise(ACTIVATIONS["sigmoid"].slope.xreplace({v: u}), y_hat))
+    else:  # softmax Jacobian: p * (r - (p . r) 1)
+        ones = sp.OneMatrix(*y_hat.shape)
+        dot = inner(sym, y_hat, residual)
+        rule = sp.HadamardProduct(y_hat, residual - (sp.MatMul(dot, ones) if sym.row else sp.MatMul(ones, dot)))
+    return z, scale * rule
+
+
+def loss_scale(spec: Spec) -> sp.Expr:
+    """Mean over steps divides the sequence loss by T (the batch division is the module's)."""
+    if spec.loss.reduction == "mean" and spec.loss.at == "every_step":
+        return sp.Rational(1, spec.bptt.steps)
+    return sp.Integer(1)
+
+
+@dataclass
+class Backward:
+    """The result of reverse mode over a list of assignments."""
+
+    deltas: list[Assign] = field(default_factory=list)
+    #: parameter -> [(step, contribution)] in backward order (several ages may share a step)
+    uses: dict[sp.MatrixSymbol, list[tuple[sp.Expr, sp.MatrixExpr]]] = field(default_factory=lambda: defaultdict(list))
+    #: leaf data (x_t, h_0, or h_{t-1} of a step rule) -> contributions
+    leaves: dict[sp.MatrixSymbol, list[sp.MatrixExpr]] = field(default_factory=lambda: defaultdict(list))
+
+
+def reverse(assigns: list[Assign], seeds: list[tuple[sp.MatrixSymbol, sp.MatrixExpr]], sym: Symbols,
+            truncate: int = 0, givens: dict[sp.MatrixSymbol, sp.MatrixExpr] | None = None) -> Backward:
+    """Reverse mode over `assigns`, naming the adjoint of every pre-activation and logit.
+
+    With truncation each adjoint carries its age, the number of steps it has travelled
+    back from its loss term, and contributions aged `truncate` or more are dropped.
+    `givens` are adjoints taken as known (the step rule's delta_{t+1}).
+    """
+    givens = givens or {}
+    ages = list(range(truncate)) if truncate else [None]
+    first_age = ages[0]
+    defined = {a.lhs for a in assigns}
+    pending: dict[tuple[sp.MatrixSymbol, int | None], list[sp.MatrixExpr]] = defaultdict(list)
+    for node, expr in seeds:
+        pending[(node, first_age)].append(expr)
+    out = Backward()
+    for a in reversed(assigns):
+        q = sym.info[a.lhs]
+        for age in ages:
+            if a.lhs in givens:
+                grad = sym(NAMED[q.role], q.layer, q.time, age)
+            else:
+                terms = pending.pop((a.lhs, age), [])
+                if not terms:
+                    continue
+                grad = sp.MatAdd(*terms) if len(terms) > 1 else terms[0]
+                if q.role in NAMED:
+                    name = sym(NAMED[q.role], q.layer, q.time, age)
+                    out.deltas.append(Assign(name, grad, q.time, q.layer))
+                    grad = name
+            for leaf, expr in vjp(a.rhs, a.lhs, grad):
+                lq = sym.info[leaf]
+                if lq.role in PARAM_ROLES:
+                    out.uses[leaf].append((a.time, expr))
+                    continue
+                leaf_age = age
+                if truncate:
+                    leaf_age = age + int(a.time - lq.time)
+                    if leaf_age >= truncate:
+                        continue
+                if leaf in defined:
+                    pending[(leaf, leaf_age)].append(expr)
+                else:
+                    out.leaves[leaf].append(expr)
+    return out
+
+
+def _group(pairs: list[tuple[sp.Expr, sp.MatrixExpr]]) -> list[tuple[sp.Expr, sp.MatrixExpr]]:
+    """Contributions per step, in increasing step order (ages of one step are added)."""
+    by_step: dict[sp.Expr, list[sp.MatrixExpr]] = defaultdict(list)
+    for step, expr in pairs:
+        by_step[step].append(expr)
+    return [(s, sp.MatAdd(*e) if len(e) > 1 else e[0]) for s, e in sorted(by_step.items(), key=lambda kv: kv[0])]
+
+
+@dataclass
+class Derivation:
+    """Every gradient of one spec, as SymPy objects: form (a), the delta recursion."""
+
+    unrolled: Unrolled
+    deltas: list[Assign]
+    seeds: list[tuple[sp.MatrixSymbol, sp.MatrixExpr]]
+    uses: dict[sp.MatrixSymbol, list[tuple[sp.Expr, sp.MatrixExpr]]]
+    totals: dict[sp.MatrixSymbol, sp.MatrixExpr]
+    data_grads: dict[sp.MatrixSymbol, sp.MatrixExpr]
+
+    @property
+    def spec(self) -> Spec:
+        return self.unrolled.spec
+
+    @property
+    def sym(self) -> Symbols:
+        return self.unrolled.sym
+
+
+def derive(spec: Spec) -> Derivation:
+    """Form (a): unroll for T steps and run reverse mode once over the whole graph."""
+    unrolled = unroll(spec)
+    scale = loss_scale(spec)
+    seeds = [output_rule(unrolled, time, scale) for time in unrolled.loss_steps]
+    back = reverse(unrolled.forward, seeds, unrolled.sym, spec.bptt.truncate)
+    uses = {p: _group(back.uses.get(p, [])) for p in unrolled.sym.params()}
+    totals = {p: (sp.MatAdd(*[e for _, e in c]) if len(c) > 1 else c[0][1]) if c
+              else sp.ZeroMatrix(*p.shape) for p, c in uses.items()}
+    data = {leaf: sp.MatAdd(*e) if len(e) > 1 else e[0] for leaf, e in back.leaves.items()}
+    return Derivation(unrolled, back.deltas, seeds, uses, totals, data)
+
+
+# --------------------------------------------------------------------------- the step rule
+
+@dataclass
+class LayerRule:
+    """One layer's generic step t: forward, and backward given its upstream gradient."""
+
+    layer: int
+    projection: sp.MatrixExpr       # the part of a_t without h_{t-1}: hoisted over all t
+    recurrence: sp.MatrixExpr       # the part with h_{t-1}
+    activation: sp.Expr             # h_t = f(a_t)
+    delta: list[Assign]             # delta_t (per age) from the upstream and delta_{t+1}
+    uses: dict[sp.MatrixSymbol, sp.MatrixExpr]   # per-step contribution to each parameter
+    down: sp.MatrixExpr | None      # gradient sent to the layer below (or to x_t)
+    upstream: sp.MatrixSymbol       # the gradient arriving at h_t from above
+
+
+@dataclass
+class StepRule:
+    """The generic step of forward and backward, from which the loop code is printed."""
+
+    spec: Spec
+    sym: Symbols
+    layers: list[LayerRule]
+    output: list[Assign]            # logits (and prediction) at step t
+    output_delta: Assign | None     # delta^y_t from the fused output rule
+    output_uses: dict[sp.MatrixSymbol, sp.MatrixExpr]
+    top_upstream: sp.MatrixExpr | None   # gradient reaching h^L_t from the output layer
+    initial: dict[int, sp.MatrixExpr]     # gradient reaching h^l_0 = the h0 gradient rule
+
+
+def step_rule(spec: Spec) -> StepRule:
+    """Reverse mode over one symbolic step t, with delta_{t+1} taken as known."""
+    sym = Symbols(spec)
+    from derive.unroll import step as forward_step
+    now, after = forward_step(sym, t), forward_step(sym, t + 1)
+    truncate = spec.bptt.truncate
+    layers = []
+    L = spec.model.layers
+    for l in range(1, L + 1):
+        a_now = next(a for a in now if a.layer == l and sym.info[a.lhs].role == "pre_activation")
+        h_now = next(a for a in now if a.layer == l and sym.info[a.lhs].role == "hidden")
+        a_next = next(a for a in after if a.layer == l and sym.info[a.lhs].role == "pre_activation")
+        up = sym("hidden_grad", l, t)
+        # the layer alone: a_t, h_t, and a_{t+1} whose delta is known
+        back = reverse([a_now, h_now, a_next], [(h_now.lhs, up)], sym, truncate,
+                       givens={a_next.lhs: None})
+        h_prev = sym("hidden", l, t - 1)
+        below = sym("input", None, t) if l == 1 else sym("hidden", l - 1, t)
+        terms = a_now.rhs.args
+        projection = sp.MatAdd(*[e for e in terms if h_prev not in e.free_symbols])
+        recurrence = sp.MatAdd(*[e for e in terms if h_prev in e.free_symbols])
+        uses = {p: sp.MatAdd(*[e for _, e in c]) if len(c) > 1 else c[0][1] for p, c in back.uses.items()}
+        down = back.leaves.get(below)
+        layers.append(LayerRule(l, projection, recurrence, h_now.rhs, back.deltas, uses,
+                                sp.MatAdd(*down) if down and len(down) > 1 else (down[0] if down else None), up))
+    # the output layer alone, seeded by the fused rule
+    unrolled = Unrolled(spec, sym, [t])
+    outs = [a for a in now if a.layer == L + 1]
+    output_delta, output_uses, top = None, {}, None
+    if spec.model.output_size:
+        node, rule = output_rule(unrolled, t, loss_scale(spec))
+        back = reverse(outs, [(node, rule)], sym)
+        output_delta = back.deltas[0]
+        output_uses = {p: c[0][1] for p, c in back.uses.items()}
+        top = back.leaves[sym("hidden", L, t)][0]
+    elif spec.loss.kind != "none" or True:
+        top = output_rule(unrolled, t, loss_scale(spec))[1]
+    # h_0 enters step 1 through U h_0: its gradient is U^T delta_1
+    initial = {}
+    for rule in layers:
+        a1 = [a for a in step(sym, sp.Integer(1)) if a.layer == rule.layer and sym.info[a.lhs].role == "pre_activation"][0]
+        back = reverse([a1], [], sym, truncate, givens={a1.lhs: None})
+        initial[rule.layer] = back.leaves[sym("hidden", rule.layer, sp.Integer(0))]
+    return StepRule(spec, sym, layers, outs, output_delta, output_uses, top, initial)
+
+
+from derive.unroll import step  # noqa: E402  (used above by name for h0 rules)
+
+
+# --------------------------------------------------------------------------- path sums
+
+def path_sums(spec: Spec, unrolled: Unrolled | None = None) -> dict[sp.MatrixSymbol, sp.MatrixExpr]:
+    """Form (b): dL/dθ = Σ_s Σ_k dE_s/dh_s (Π_j ∂h_j/∂h_{j-1}) ∂⁺h_k/∂θ, with explicit Jacobians.
+
+    Written in column-vector math (row layouts are transposed in and out), with the
+    stacked state's Jacobian assembled block by block, and the truncation window
+    s - k < truncate applied to the sum.
+    """
+    unrolled = unrolled or unroll(spec)
+    sym, m = unrolled.sym, spec.model
+    L, T, k_max = m.layers, spec.bptt.steps, spec.bptt.truncate or spec.bptt.steps
+    col = (lambda e: e.T) if sym.row else (lambda e: e)
+    W = {l: col(sym("input_weight", l)) for l in range(1, L + 1)}
+    U = {l: col(sym("recurrent_weight", l)) for l in range(1, L + 1)}
+    act = ACTIVATIONS[m.activation]
+    body = act.slope.xreplace({v: u})
+
+    def D(l: int, k: int) -> sp.MatrixExpr:
+        h = col(sym("hidden", l, k))
+        return sp.Identity(h.shape[0]) if body == 1 else DiagMatrix(elementwise(body, h))
+
+    def P(top: int, l: int, k: int) -> sp.MatrixExpr:
+        """∂h^top_k / ∂a^l_k within one step: D W D W ... D."""
+        factors = [D(top, k)]
+        for j in range(top, l, -1):
+            factors += [W[j], D(j - 1, k)]
+        return sp.MatMul(*factors)
+
+    def J(l: int, n: int, j: int) -> sp.MatrixExpr | None:
+        """Block (l, n) of ∂s_j/∂s_{j-1}: ∂h^l_j/∂h^n_{j-1}."""
+        return sp.MatMul(P(l, n, j), U[n]) if l >= n else None
+
+    terms: dict[sp.MatrixSymbol, list[sp.MatrixExpr]] = defaultdict(list)
+    scale = loss_scale(spec)
+    for s in unrolled.loss_steps:
+        s = int(s)
+        node, rule = output_rule(unrolled, sp.Integer(s), scale)
+        if m.output_size:
+            V = col(sym("output_weight", L + 1))
+            g_top = sp.MatMul(V.T, col(rule))
+            terms[sym("output_weight", L + 1)].append(col(sp.MatMul(col(rule), col(sym("hidden", L, s)).T)))
+            if m.bias:
+                terms[sym("output_bias", L + 1)].append(col(col(rule)))
+        else:
+            g_top = col(rule)
+        # adjoint of the stacked state at step k from E_s alone: (J_{k+1}...J_s)^T g_s
+        state: dict[int, sp.MatrixExpr] = {L: g_top}
+        for k in range(s, max(0, s - k_max), -1):
+            for l in range(1, L + 1):
+                parts = [sp.MatMul(P(top, l, k).T, state[top]) for top in range(l, L + 1) if top in state]
+                if not parts:
+                    continue
+                delta = sp.MatAdd(*parts) if len(parts) > 1 else parts[0]
+                below = sym("input", None, k) if l == 1 else sym("hidden", l - 1, k)
+                terms[sym("input_weight", l)].append(col(sp.MatMul(delta, col(below).T)))
+                terms[sym("recurrent_weight", l)].append(col(sp.MatMul(delta, col(sym("hidden", l, k - 1)).T)))
+                if m.bias:
+                    terms[sym("bias", l)].append(col(delta))
+            if k - 1 < 1 or s - (k - 1) >= k_max:
+                continue
+            state = {n: sp.MatAdd(*[sp.MatMul(J(l, n, k).T, state[l]) for l in range(n, L + 1) if l in state])
+                     for n in range(1, L + 1) if any(l in state for l in range(n, L + 1))}
+    return {p: (sp.MatAdd(*terms[p]) if terms[p] else sp.ZeroMatrix(*p.shape)) for p in sym.params()}

@@ -1,0 +1,313 @@
+"""The model spec: frozen dataclasses, loaded from TOML or built in Python, and validated.
+
+Every problem is collected as one message that names the key and what is allowed, so the
+CLI can print one line and exit 2. No TOML key is read silently: unknown keys are errors.
+"""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from derive import notation
+from derive.rules import ACTIVATIONS, LOSSES, LOSSES_WITHOUT_OUTPUT_LAYER, OUTPUT_ACTIVATIONS
+
+CELLS = ("elman",)
+AT = ("every_step", "last_step")
+REDUCTIONS = ("sum", "mean")
+#: The handout and the unrolled module write every step out; beyond this they would be
+#: unreadable and slow to typeset, so `steps` is capped (the loop module works for any T).
+MAX_STEPS = 200
+MAX_SIZE = 100_000
+MAX_LAYERS = 16
+
+
+class SpecError(ValueError):
+    """A bad spec. `messages` holds one line per problem, each naming its key."""
+
+    def __init__(self, messages: list[str]):
+        self.messages = list(messages)
+        super().__init__("; ".join(self.messages))
+
+
+@dataclass(frozen=True)
+class Model:
+    input_size: int
+    hidden_sizes: tuple[int, ...]
+    output_size: int = 0
+    activation: str = "tanh"
+    output_activation: str = "identity"
+    bias: bool = True
+    cell: str = "elman"
+
+    @property
+    def layers(self) -> int:
+        return len(self.hidden_sizes)
+
+
+@dataclass(frozen=True)
+class Loss:
+    kind: str = "mse"
+    at: str = "every_step"
+    reduction: str = "sum"
+
+
+@dataclass(frozen=True)
+class BPTT:
+    steps: int = 3
+    truncate: int = 0
+    clip: float = 0.0
+
+
+@dataclass(frozen=True)
+class Notation:
+    preset: str = "d2l"
+    layout: str = ""                     # "" = the preset's own layout
+    names: tuple[tuple[str, str], ...] = ()  # role -> symbol overrides, in file order
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    model: Model
+    loss: Loss = field(default_factory=Loss)
+    bptt: BPTT = field(default_factory=BPTT)
+    notation: Notation = field(default_factory=Notation)
+    title: str = ""
+
+    def __post_init__(self) -> None:
+        problems = _check(self)
+        if problems:
+            raise SpecError(problems)
+
+    @property
+    def layout(self) -> str:
+        return self.notation.layout or notation.PRESETS[self.notation.preset].layout
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as plain data (the generated module's `SPEC`)."""
+        return {
+            "name": self.name,
+            "title": self.title,
+            "model": {
+                "cell": self.model.cell,
+                "input_size": self.model.input_size,
+                "hidden_sizes": list(self.model.hidden_sizes),
+                "output_size": self.model.output_size,
+                "activation": self.model.activation,
+                "output_activation": self.model.output_activation,
+                "bias": self.model.bias,
+            },
+            "loss": dataclasses.asdict(self.loss),
+            "bptt": dataclasses.asdict(self.bptt),
+            "notation": {
+                "preset": self.notation.preset,
+                "layout": self.layout,
+                "names": dict(self.notation.names),
+            },
+        }
+
+    def with_steps(self, steps: int) -> "Spec":
+        return dataclasses.replace(self, bptt=dataclasses.replace(self.bptt, steps=steps))
+
+
+# --------------------------------------------------------------------------- validation
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _choice(problems: list[str], key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        problems.append(f"{key}: {value!r} is not one of {', '.join(allowed)}")
+
+
+def _positive(problems: list[str], key: str, value: int, maximum: int = MAX_SIZE) -> None:
+    if not _is_int(value) or not 1 <= value <= maximum:
+        problems.append(f"{key}: must be an integer from 1 to {maximum}, got {value!r}")
+
+
+def _check(spec: Spec) -> list[str]:
+    """Every problem of a spec built in Python or from TOML, one message each."""
+    problems: list[str] = []
+    if not isinstance(spec.name, str) or not spec.name.isidentifier() or not spec.name.isascii():
+        problems.append(f"name: must be an ASCII Python identifier, got {spec.name!r}")
+    elif spec.name.startswith("_") or notation.is_reserved(spec.name):
+        problems.append(f"name: {spec.name!r} is reserved; use a plain identifier such as 'my_rnn'")
+    if not isinstance(spec.title, str) or any(c in spec.title for c in "\\{}$%#&^_~\n\r"):
+        problems.append("title: must be plain text without any of \\ { } $ % # & ^ _ ~ or newlines")
+    m = spec.model
+    _choice(problems, "model.cell", m.cell, CELLS)
+    _positive(problems, "model.input_size", m.input_size)
+    if not isinstance(m.hidden_sizes, tuple) or not 1 <= len(m.hidden_sizes) <= MAX_LAYERS:
+        problems.append(f"model.hidden_sizes: must be a list of 1 to {MAX_LAYERS} positive integers")
+    else:
+        for i, size in enumerate(m.hidden_sizes):
+            _positive(problems, f"model.hidden_sizes[{i}]", size)
+    if not _is_int(m.output_size) or not 0 <= m.output_size <= MAX_SIZE:
+        problems.append(f"model.output_size: must be an integer from 0 (no output layer) to {MAX_SIZE}, got {m.output_size!r}")
+    _choice(problems, "model.activation", m.activation, tuple(ACTIVATIONS))
+    _choice(problems, "model.output_activation", m.output_activation, OUTPUT_ACTIVATIONS)
+    if not isinstance(m.bias, bool):
+        problems.append(f"model.bias: must be true or false, got {m.bias!r}")
+    loss = spec.loss
+    _choice(problems, "loss.kind", loss.kind, LOSSES)
+    _choice(problems, "loss.at", loss.at, AT)
+    _choice(problems, "loss.reduction", loss.reduction, REDUCTIONS)
+    b = spec.bptt
+    _positive(problems, "bptt.steps", b.steps, MAX_STEPS)
+    if not _is_int(b.truncate) or b.truncate < 0:
+        problems.append(f"bptt.truncate: must be an integer >= 0 (0 = full BPTT), got {b.truncate!r}")
+    if isinstance(b.clip, bool) or not isinstance(b.clip, (int, float)) or not 0 <= b.clip < float("inf"):
+        problems.append(f"bptt.clip: must be a finite number >= 0 (0 = no clipping), got {b.clip!r}")
+    if problems:
+        return problems
+    # contradictions between fields, once every field is well-formed
+    if m.output_size == 0:
+        if loss.kind not in LOSSES_WITHOUT_OUTPUT_LAYER:
+            problems.append(f"loss.kind: {loss.kind!r} needs an output layer (model.output_size > 0); "
+                            f"without one use {' or '.join(LOSSES_WITHOUT_OUTPUT_LAYER)}")
+        if m.output_activation != "identity":
+            problems.append("model.output_activation: must be 'identity' when model.output_size = 0 (no output layer)")
+    if loss.kind == "cross_entropy":
+        if m.output_size and m.output_size < 2:
+            problems.append("model.output_size: cross_entropy needs at least 2 classes")
+        if m.output_activation == "sigmoid":
+            problems.append("model.output_activation: cross_entropy needs 'softmax' or 'identity' (logits), not 'sigmoid'")
+    if loss.kind == "bce" and m.output_activation == "softmax":
+        problems.append("model.output_activation: bce needs 'sigmoid' or 'identity' (logits), not 'softmax'")
+    problems += notation.check(spec.notation.preset, spec.notation.layout, spec.notation.names,
+                               layers=m.layers, output=m.output_size > 0, bias=m.bias)
+    return problems
+
+
+# --------------------------------------------------------------------------- TOML
+
+_REQUIRED = object()
+_SCHEMA: dict[str, dict[str, tuple[str, object]]] = {
+    "": {"name": ("str", _REQUIRED), "title": ("str", ""), "model": ("table", _REQUIRED),
+         "loss": ("table", {}), "bptt": ("table", {}), "notation": ("table", {})},
+    "model": {"cell": ("str", "elman"), "input_size": ("int", _REQUIRED),
+              "hidden_sizes": ("int_list", _REQUIRED), "output_size": ("int", 0),
+              "activation": ("str", "tanh"), "output_activation": ("str", "identity"),
+              "bias": ("bool", True)},
+    "loss": {"kind": ("str", "mse"), "at": ("str", "every_step"), "reduction": ("str", "sum")},
+    "bptt": {"steps": ("int", 3), "truncate": ("int", 0), "clip": ("float", 0.0)},
+    "notation": {"preset": ("str", "d2l"), "layout": ("str", ""), "names": ("names", {})},
+}
+_TYPE_WORDS = {"str": "a string", "int": "an integer", "bool": "true or false",
+               "float": "a number", "table": "a table", "int_list": "a list of integers",
+               "names": "a table of role = \"symbol\""}
+
+
+def _read_table(data: dict[str, Any], table: str, problems: list[str]) -> dict[str, Any]:
+    """Check one table's keys and types; return its values with defaults filled in."""
+    schema = _SCHEMA[table]
+    prefix = f"{table}." if table else ""
+    out: dict[str, Any] = {}
+    for key in data:
+        if key not in schema:
+            problems.append(f"{prefix}{key}: unknown key; allowed: {', '.join(schema)}")
+    for key, (kind, default) in schema.items():
+        if key not in data:
+            if default is _REQUIRED:
+                problems.append(f"{prefix}{key}: missing required key ({_TYPE_WORDS[kind]})")
+            out[key] = default
+            continue
+        value = data[key]
+        ok = {
+            "str": isinstance(value, str),
+            "int": _is_int(value),
+            "bool": isinstance(value, bool),
+            "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+            "table": isinstance(value, dict),
+            "int_list": isinstance(value, list),
+            "names": isinstance(value, dict),
+        }[kind]
+        if not ok:
+            problems.append(f"{prefix}{key}: must be {_TYPE_WORDS[kind]}, got {_describe(value)}")
+            out[key] = default if default is not _REQUIRED else None
+            continue
+        if kind == "int_list":
+            for i, item in enumerate(value):
+                if not _is_int(item):
+                    problems.append(f"{prefix}{key}[{i}]: must be an integer, got {_describe(item)}")
+            value = tuple(value)
+        if kind == "names":
+            for role, symbol in value.items():
+                if not isinstance(symbol, str):
+                    problems.append(f"{prefix}{key}.{role}: must be a string, got {_describe(symbol)}")
+            value = tuple((r, s) for r, s in value.items() if isinstance(s, str))
+        if kind == "float":
+            value = float(value)
+        out[key] = value
+    return out
+
+
+def _describe(value: object) -> str:
+    kind = {bool: "boolean", int: "integer", float: "number", str: "string",
+            list: "list", dict: "table"}.get(type(value), type(value).__name__)
+    text = repr(value)
+    return f"{kind} {text}" if len(text) <= 40 else kind
+
+
+def from_dict(data: dict[str, Any]) -> Spec:
+    """Build a spec from TOML-shaped data; every problem is reported at once."""
+    problems: list[str] = []
+    top = _read_table(data, "", problems)
+    tables = {t: _read_table(top[t] if isinstance(top[t], dict) else {}, t, problems)
+              for t in ("model", "loss", "bptt", "notation")}
+    if problems:
+        raise SpecError(problems)
+    model = tables["model"]
+    return Spec(
+        name=top["name"], title=top["title"],
+        model=Model(**model),
+        loss=Loss(**tables["loss"]), bptt=BPTT(**tables["bptt"]),
+        notation=Notation(**tables["notation"]),
+    )
+
+
+def load(path: str | Path) -> Spec:
+    """Read and validate a TOML spec file."""
+    path = Path(path)
+    if path.is_dir():
+        raise SpecError([f"{path}: is a directory, not a spec file"])
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise SpecError([f"{path}: cannot read the spec file ({exc.strerror or exc})"]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SpecError([f"{path}: not a UTF-8 text file; a spec is TOML text"]) from None
+    if not text.strip():
+        raise SpecError([f"{path}: the file is empty; a spec needs at least name and [model]"])
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError([f"{path}: not valid TOML ({exc})"]) from None
+    return from_dict(data)
+
+
+# --------------------------------------------------------------------------- presets
+
+def preset_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("derive.presets").iterdir()
+                  if p.name.endswith(".toml"))
+
+
+def preset(name: str) -> Spec:
+    if name not in preset_names():
+        raise SpecError([f"--preset: unknown preset {name!r}; allowed: {', '.join(preset_names())}"])
+    text = resources.files("derive.presets").joinpath(f"{name}.toml").read_text("utf-8")
+    return from_dict(tomllib.loads(text))
+
+
+def preset_source(name: str) -> str:
+    """The source document a preset reproduces, from the first comment line of its file."""
+    text = resources.files("derive.presets").joinpath(f"{name}.toml").read_text("utf-8")
+    return text.splitlines()[0].lstrip("# ").strip()

@@ -1,0 +1,1 @@
+"""Jinja2 templates, installed as the package `derive.templates` (see pyproject.toml)."""

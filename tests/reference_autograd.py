@@ -1,0 +1,337 @@
+"""Independent reference for the generated RNN modules, written with HIPS ``autograd``.
+
+Why this exists: the generated modules hand-code back-propagation through time.  This
+file states the *forward* math of CONVENTIONS.md once, plainly, and lets ``autograd``
+do the differentiation, so that the two implementations share no derivative code.
+
+Truncation (``bptt.truncate = k > 0``) is implemented by its definition rather than by
+a backward recursion: the loss term at step ``s`` is re-evaluated from step
+``j0 = s - k + 1`` with the hidden states entering ``j0`` (in every layer) replaced by
+constants from a non-differentiated forward pass.  Then exactly the uses at steps
+``j`` with ``s - j < k`` (parameters, ``xs[j]``, and ``h0`` as a use at the first
+step) receive gradient from that term, and the per-term gradients are summed.
+
+Steps here are 0-based (``xs[0]`` is step 1 of CONVENTIONS.md); differences
+``s - j`` are the same in both counts.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import autograd.numpy as anp
+import numpy as np
+from autograd import grad
+from autograd.tracer import getval
+
+Array = Any  # an ndarray or an autograd ArrayBox
+Spec = Mapping[str, Any]
+ParamsMeta = Mapping[str, Mapping[str, Any]]
+
+ACTIVATIONS = ("tanh", "relu", "sigmoid", "identity")
+OUTPUT_ACTIVATIONS = ("identity", "softmax", "sigmoid")
+LOSSES = ("mse", "cross_entropy", "bce", "none")
+
+
+# --------------------------------------------------------------------------- pieces
+
+
+def _sigmoid(a: Array) -> Array:
+    """Logistic function in the tanh form, which never overflows."""
+    return 0.5 * (anp.tanh(0.5 * a) + 1.0)
+
+
+def _activation(name: str, a: Array) -> Array:
+    """Hidden activation f; relu uses f'(0) = 0 (the mask is a constant, a > 0)."""
+    if name == "tanh":
+        return anp.tanh(a)
+    if name == "relu":
+        return a * (getval(a) > 0)
+    if name == "sigmoid":
+        return _sigmoid(a)
+    if name == "identity":
+        return a
+    raise ValueError(f"unknown activation {name!r}; allowed: {ACTIVATIONS}")
+
+
+def _logsumexp(z: Array) -> Array:
+    """log sum exp over the last axis, keepdims; the shift is a constant (exact gradient)."""
+    m = np.max(getval(z), axis=-1, keepdims=True)
+    return m + anp.log(anp.sum(anp.exp(z - m), axis=-1, keepdims=True))
+
+
+def _output_activation(name: str, z: Array) -> Array:
+    """Output activation g applied to the logits z."""
+    if name == "identity":
+        return z
+    if name == "softmax":
+        return anp.exp(z - _logsumexp(z))
+    if name == "sigmoid":
+        return _sigmoid(z)
+    raise ValueError(f"unknown output_activation {name!r}; allowed: {OUTPUT_ACTIVATIONS}")
+
+
+def _linear(layout: str, x: Array, W: Array) -> Array:
+    """x @ W in row layout, x @ W.T (the math of W x on each row) in column layout."""
+    if layout == "row":
+        return anp.dot(x, W)
+    if layout == "column":
+        return anp.dot(x, anp.transpose(W))
+    raise ValueError(f"unknown layout {layout!r}; allowed: row, column")
+
+
+class _Model:
+    """The spec and PARAMS digested into per-layer parameter names."""
+
+    def __init__(self, spec: Spec, PARAMS: ParamsMeta) -> None:
+        model = spec["model"]
+        self.layout: str = spec["notation"]["layout"]
+        self.hidden_sizes: list[int] = list(model["hidden_sizes"])
+        self.L = len(self.hidden_sizes)
+        self.input_size: int = model["input_size"]
+        self.output_size: int = model["output_size"]
+        self.activation: str = model["activation"]
+        self.output_activation: str = model["output_activation"]
+        self.loss_kind: str = spec["loss"]["kind"]
+        self.at: str = spec["loss"]["at"]
+        self.reduction: str = spec["loss"]["reduction"]
+        self.truncate: int = int(spec["bptt"]["truncate"])
+        self.clip: float = float(spec["bptt"]["clip"])
+        # (layer, role) -> name; layer is 1-based, the output layer is L + 1.
+        self.names: dict[tuple[int, str], str] = {}
+        for name, meta in PARAMS.items():
+            self.names[(int(meta["layer"]), meta["role"])] = name
+        self.output_names = [
+            n for (layer, role), n in self.names.items() if role in ("output_weight", "output_bias")
+        ]
+        if self.loss_kind not in LOSSES:
+            raise ValueError(f"unknown loss kind {self.loss_kind!r}; allowed: {LOSSES}")
+        if self.loss_kind == "cross_entropy" and self.output_activation == "sigmoid":
+            raise ValueError("cross_entropy with output_activation sigmoid is rejected")
+        if self.loss_kind == "bce" and self.output_activation == "softmax":
+            raise ValueError("bce with output_activation softmax is rejected")
+
+    @property
+    def out_size(self) -> int:
+        """Width of the predictions (the top hidden size without an output layer)."""
+        return self.output_size if self.output_size > 0 else self.hidden_sizes[-1]
+
+    def step(self, params: Mapping[str, Array], x: Array, h_prev: list[Array]) -> list[Array]:
+        """One time step through every layer: new per-layer hidden states."""
+        h_new = []
+        for l in range(1, self.L + 1):
+            a = _linear(self.layout, x, params[self.names[(l, "input_weight")]])
+            a = a + _linear(self.layout, h_prev[l - 1], params[self.names[(l, "recurrent_weight")]])
+            if (l, "bias") in self.names:
+                a = a + params[self.names[(l, "bias")]]
+            h = _activation(self.activation, a)
+            h_new.append(h)
+            x = h
+        return h_new
+
+    def logits(self, params: Mapping[str, Array], h_top: Array) -> Array:
+        """z_t: output-layer pre-activation, or h^L_t itself without an output layer."""
+        if self.output_size == 0:
+            return h_top
+        z = _linear(self.layout, h_top, params[self.names[(self.L + 1, "output_weight")]])
+        if (self.L + 1, "output_bias") in self.names:
+            z = z + params[self.names[(self.L + 1, "output_bias")]]
+        return z
+
+    def prediction(self, z: Array) -> Array:
+        """y_hat_t from the logits (identity when there is no output layer)."""
+        if self.output_size == 0:
+            return z
+        return _output_activation(self.output_activation, z)
+
+    def loss_term(self, params: Mapping[str, Array], h_top: Array, target: np.ndarray) -> Array:
+        """Unreduced loss of one step, summed over batch rows."""
+        z = self.logits(params, h_top)
+        kind = self.loss_kind
+        if kind == "mse":
+            return 0.5 * anp.sum((self.prediction(z) - target) ** 2)
+        if kind == "cross_entropy":
+            onehot = np.eye(z.shape[-1])[np.asarray(target, dtype=np.int64)]
+            return anp.sum(_logsumexp(z)) - anp.sum(onehot * z)
+        if kind == "bce":
+            # -[y log s(z) + (1-y) log(1-s(z))] = softplus(z) - y z
+            return anp.sum(anp.logaddexp(0.0, z) - target * z)
+        if kind == "none":
+            return anp.sum(target * self.prediction(z))
+        raise AssertionError(kind)
+
+
+def _h0_list(m: _Model, xs: np.ndarray, h0: Sequence[np.ndarray] | None) -> list[np.ndarray]:
+    """h0 as a list of (B, H_l) arrays; None means zeros."""
+    B = xs.shape[1]
+    if h0 is None:
+        return [np.zeros((B, H), dtype=xs.dtype) for H in m.hidden_sizes]
+    return [np.asarray(h) for h in h0]
+
+
+def _states(m: _Model, params: Mapping[str, np.ndarray], xs: np.ndarray, h0: list) -> list[list]:
+    """states[t + 1][l] = h^{l+1}_t (0-based t); states[0] = h0. Works on boxes or arrays."""
+    states = [list(h0)]
+    for t in range(xs.shape[0]):
+        states.append(m.step(params, xs[t], states[-1]))
+    return states
+
+
+def _differentiable_total(
+    m: _Model,
+    params_np: Mapping[str, np.ndarray],
+    xs_np: np.ndarray,
+    h0_np: list[np.ndarray],
+    term: Callable[[Mapping[str, Array], int, Array], Array],
+    steps: Sequence[int],
+    scale: float,
+) -> Callable[[tuple], Array]:
+    """Build theta -> scale * sum_s term(s), with truncation applied by definition.
+
+    ``term(params, s, h_top_s)`` is the loss term at step s.  With k = truncate > 0
+    each term starts its own forward pass at j0 = max(0, s - k + 1) from the constant
+    states of a non-differentiated pass, so nothing before j0 receives its gradient.
+    """
+    k = m.truncate
+    const_states = _states(m, params_np, xs_np, h0_np) if k > 0 else None
+
+    def total(theta: tuple) -> Array:
+        params, xs, h0 = theta
+        acc = 0.0
+        if k == 0:
+            states = _states(m, params, xs, h0)
+            for s in steps:
+                acc = acc + term(params, s, states[s + 1][-1])
+        else:
+            for s in steps:
+                j0 = max(0, s - k + 1)
+                h = list(h0) if j0 == 0 else list(const_states[j0])
+                for j in range(j0, s + 1):
+                    h = m.step(params, xs[j], h)
+                acc = acc + term(params, s, h[-1])
+        return scale * acc
+
+    return total
+
+
+def _finish(m: _Model, g: tuple, zero_names: Sequence[str] = ()) -> dict[str, Any]:
+    """Flatten autograd's (params, xs, h0) gradient into the module's grads dict, clipped."""
+    gp, gxs, gh0 = g
+    grads: dict[str, Any] = {}
+    for name, value in gp.items():
+        value = np.zeros_like(value) if name in zero_names else np.asarray(value)
+        if m.clip > 0:
+            value = np.clip(value, -m.clip, m.clip)
+        grads[name] = value
+    grads["xs"] = np.asarray(gxs)
+    grads["h0"] = [np.asarray(h) for h in gh0]
+    return grads
+
+
+def _theta(params: Mapping[str, np.ndarray], xs: np.ndarray, h0: list) -> tuple:
+    """The differentiated argument: (params dict, xs, h0 list), as float arrays."""
+    return ({n: np.asarray(v) for n, v in params.items()}, np.asarray(xs), list(h0))
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def reference_forward(
+    spec: Spec,
+    PARAMS: ParamsMeta,
+    params: Mapping[str, np.ndarray],
+    xs: np.ndarray,
+    h0: Sequence[np.ndarray] | None = None,
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Per-layer hidden states [(T, B, H_l)] and predictions y_hat (T, B, out)."""
+    m = _Model(spec, PARAMS)
+    xs = np.asarray(xs)
+    states = _states(m, params, xs, _h0_list(m, xs, h0))
+    hs = [np.stack([states[t + 1][l] for t in range(xs.shape[0])]) for l in range(m.L)]
+    ys = np.stack([m.prediction(m.logits(params, h)) for h in hs[-1]])
+    return hs, ys
+
+
+def _loss_setup(m: _Model, xs: np.ndarray, targets: np.ndarray) -> tuple[list[int], float, Callable]:
+    """Loss steps, reduction scale, and the per-step term for a loss spec."""
+    T, B = xs.shape[0], xs.shape[1]
+    targets = np.asarray(targets)
+    if m.at == "every_step":
+        steps = list(range(T))
+        pick = lambda s: targets[s]  # noqa: E731
+    elif m.at == "last_step":
+        steps = [T - 1]
+        pick = lambda s: targets  # noqa: E731
+    else:
+        raise ValueError(f"unknown loss.at {m.at!r}; allowed: every_step, last_step")
+    if m.reduction == "sum":
+        scale = 1.0
+    elif m.reduction == "mean":
+        scale = 1.0 / (B * (T if m.at == "every_step" else 1))
+    else:
+        raise ValueError(f"unknown reduction {m.reduction!r}; allowed: sum, mean")
+
+    def term(params: Mapping[str, Array], s: int, h_top: Array) -> Array:
+        return m.loss_term(params, h_top, pick(s))
+
+    return steps, scale, term
+
+
+def reference_loss(
+    spec: Spec,
+    PARAMS: ParamsMeta,
+    params: Mapping[str, np.ndarray],
+    xs: np.ndarray,
+    targets: np.ndarray,
+    h0: Sequence[np.ndarray] | None = None,
+) -> float:
+    """The loss value alone (no truncation or clipping matters for the value)."""
+    m = _Model(spec, PARAMS)
+    xs = np.asarray(xs)
+    steps, scale, term = _loss_setup(m, xs, targets)
+    h0l = _h0_list(m, xs, h0)
+    states = _states(m, params, xs, h0l)
+    return float(scale * sum(term(params, s, states[s + 1][-1]) for s in steps))
+
+
+def reference_loss_and_grads(
+    spec: Spec,
+    PARAMS: ParamsMeta,
+    params: Mapping[str, np.ndarray],
+    xs: np.ndarray,
+    targets: np.ndarray,
+    h0: Sequence[np.ndarray] | None = None,
+) -> tuple[float, dict[str, Any]]:
+    """(loss, grads) like the generated ``loss_and_grads``: params, "xs", "h0" (list)."""
+    m = _Model(spec, PARAMS)
+    xs = np.asarray(xs)
+    h0l = _h0_list(m, xs, h0)
+    steps, scale, term = _loss_setup(m, xs, targets)
+    total = _differentiable_total(m, params, xs, h0l, term, steps, scale)
+    g = grad(total)(_theta(params, xs, h0l))
+    return reference_loss(spec, PARAMS, params, xs, targets, h0l), _finish(m, g)
+
+
+def reference_backward(
+    spec: Spec,
+    PARAMS: ParamsMeta,
+    params: Mapping[str, np.ndarray],
+    xs: np.ndarray,
+    h0: Sequence[np.ndarray] | None,
+    dhs: np.ndarray,
+) -> dict[str, Any]:
+    """Gradients of sum(dhs * hs) (hs: top hidden states), each dhs[t] a term at step t.
+
+    Same truncation and clipping as the loss; output-layer parameters get zeros.
+    """
+    m = _Model(spec, PARAMS)
+    xs = np.asarray(xs)
+    dhs = np.asarray(dhs)
+    h0l = _h0_list(m, xs, h0)
+
+    def term(params: Mapping[str, Array], s: int, h_top: Array) -> Array:
+        return anp.sum(dhs[s] * h_top)
+
+    total = _differentiable_total(m, params, xs, h0l, term, list(range(xs.shape[0])), 1.0)
+    g = grad(total)(_theta(params, xs, h0l))
+    return _finish(m, g, zero_names=m.output_names)
