@@ -45,6 +45,7 @@ sys.path.insert(0, str(HERE))
 import _handwritten as hw  # noqa: E402
 
 DTYPES = (np.float64, np.float32)
+BUSY = 0.3  # cores used by other processes above which a timing is marked unreliable
 TOLERANCE = {np.float64: 1e-7, np.float32: 1e-3}  # max |a - b| / max |b| per gradient
 
 
@@ -451,10 +452,12 @@ class LoadMonitor:
         user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
         return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
-    def sample(self, seconds: float) -> float | None:
-        """Sleep ``seconds`` and return the cores other processes kept busy meanwhile."""
+    @classmethod
+    def sample(cls, seconds: float) -> float | None:
+        """Sleep ``seconds``; return the cores other processes kept busy meanwhile."""
+        monitor = cls()
         time.sleep(seconds)
-        return self.others()
+        return monitor.others()
 
     def others(self) -> float | None:
         """Average number of cores busy with other processes since the start."""
@@ -464,6 +467,15 @@ class LoadMonitor:
             return None
         wall = time.perf_counter() - wall0
         return max(0.0, ((busy1 - busy0) - (time.process_time() - cpu0)) / wall)
+
+
+def wait_for_idle(limit: float) -> None:
+    """Wait (at most ``limit`` seconds) until other processes leave the cores idle."""
+    deadline = time.perf_counter() + limit
+    while time.perf_counter() < deadline:
+        busy = LoadMonitor.sample(0.5)
+        if busy is None or busy <= BUSY:
+            return
 
 
 # --------------------------------------------------------------------------- one case
@@ -483,6 +495,12 @@ class Row:
     hand_mb: float
     peak_mb: dict[str, float]
     rounds: int
+    load: float | None = None  # cores other processes kept busy while this row was timed
+
+    @property
+    def busy(self) -> bool:
+        """Whether other processes disturbed this row's timing."""
+        return self.load is not None and self.load > BUSY
 
 
 def run_case(case: Case, dtype: type, module: ModuleType, torch: Any, jax: Any, quick: bool) -> Row:
@@ -507,7 +525,9 @@ def run_case(case: Case, dtype: type, module: ModuleType, torch: Any, jax: Any, 
     reference = hand.grads(hand.run())
     error = {impl.name: max_rel_error(impl.grads(impl.run()), reference) for impl in (gen, *others[1:])}
 
+    monitor = LoadMonitor()
     pairs = time_pairs(gen, others, quick)
+    load = monitor.others()
     gen_times = [t for p in pairs.values() for t in p.gen]
     median_ms = {"generated": 1e3 * float(np.median(gen_times))}
     median_ms.update({n: 1e3 * float(np.median(p.times)) for n, p in pairs.items()})
@@ -526,6 +546,7 @@ def run_case(case: Case, dtype: type, module: ModuleType, torch: Any, jax: Any, 
         hand_mb=(hand.cache_bytes or 0) / 2**20,
         peak_mb={i.name: i.peak_bytes / 2**20 for i in (gen, hand) if i.peak_bytes is not None},
         rounds=len(pairs["numpy"].gen),
+        load=load,
     )
 
 
@@ -689,7 +710,7 @@ def report(rows: list[Row], peaks: dict[str, float], machine: list[str], notes: 
             gflops = r.case.flops() / (r.median_ms["generated"] / 1e3) / 1e9
             gen_over_hand = 1.0 / r.ratio["numpy"]
             cells = [
-                r.case.label,
+                r.case.label + (" (busy)" if r.busy else ""),
                 fmt(r.median_ms["numpy"], ".3g"),
                 fmt(r.median_ms.get("torch"), ".3g"),
                 fmt(r.torch_over_numpy, ".2f", "x"),
@@ -707,7 +728,7 @@ def report(rows: list[Row], peaks: dict[str, float], machine: list[str], notes: 
     out += ["", "## Throughput and memory of every implementation", ""]
     names = ["generated", "numpy"] + (["torch"] if have_torch else []) + (["jax"] if have_jax else [])
     head = ["size", "dtype", *[f"{n} GFLOP/s (% peak)" for n in names], "peak MB during a call (generated / numpy)",
-            "max rel. error vs numpy", "rounds"]
+            "max rel. error vs numpy", "rounds", "other processes (cores)"]
     out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r.case.label, r.dtype]
@@ -721,6 +742,7 @@ def report(rows: list[Row], peaks: dict[str, float], machine: list[str], notes: 
         cells.append(f"{r.peak_mb.get('generated', float('nan')):.2f} / {r.peak_mb.get('numpy', float('nan')):.2f}")
         cells.append(", ".join(f"{k} {v:.1e}" for k, v in r.error.items()))
         cells.append(str(r.rounds))
+        cells.append(fmt(r.load, ".2f") + (" (busy)" if r.busy else ""))
         out.append("| " + " | ".join(cells) + " |")
 
     out += ["", "## Targets", "", "| target | measured | status |", "|---|---|---|"]
@@ -809,9 +831,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prebuilt", type=Path, help="import DIR/<name>.py instead of running derive build")
     parser.add_argument("--threads", type=int, default=available_cores(),
                         help="threads for OpenBLAS and torch (default: every core, %(default)s here)")
+    parser.add_argument("--wait-idle", type=float, default=None, metavar="SECONDS",
+                        help="before each size, wait up to this long for other processes to go quiet "
+                        "(default 30, 5 with --quick)")
     parser.add_argument("--derive-cmd", default=f"{sys.executable} -m derive",
                         help="the command that runs derive's CLI (default: this Python's -m derive)")
     args = parser.parse_args(argv)
+    if args.wait_idle is None:
+        args.wait_idle = 5.0 if args.quick else 30.0
 
     started = time.perf_counter()
     notes: list[str] = []
@@ -819,8 +846,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads != blas.threads() and not blas.set_threads(args.threads):
         notes.append(f"could not set the BLAS thread count to {args.threads} (not OpenBLAS?)")
     torch, jax = optional_imports(notes, args.threads)
-    busy = LoadMonitor().sample(0.5)
-    if busy is not None and busy > 0.3:
+    wait_for_idle(args.wait_idle)
+    busy = LoadMonitor.sample(0.5)
+    if busy is not None and busy > BUSY:
         warning = (f"other processes keep {busy:.1f} of {available_cores()} cores busy: multithreaded BLAS "
                    "stalls when one of its threads shares a core (times can grow 10-30x); run on an idle "
                    "machine, or pass --threads with the number of idle cores")
@@ -831,16 +859,19 @@ def main(argv: list[str] | None = None) -> int:
         modules = build_generated(CASES, Path(tmp), args.prebuilt, shlex.split(args.derive_cmd))
 
         monitor = LoadMonitor()
+        wait_for_idle(args.wait_idle)
         n = 1024 if args.quick else 2048
         peaks = {np.dtype(d).name: matmul_peak(d, n, 3 if args.quick else 5) for d in DTYPES}
         rows = []
         for case in CASES:
             for dtype in DTYPES:
+                wait_for_idle(args.wait_idle)
                 row = run_case(case, dtype, modules[case], torch, jax, args.quick)
                 rows.append(row)
                 times = ", ".join(f"{k} {v:.3g} ms" for k, v in row.median_ms.items())
                 print(f"{case.label:>24} {row.dtype}: {times}; generated/numpy {1 / row.ratio['numpy']:.3f}", flush=True)
         # The peak is the best this machine showed: measure it again after the run.
+        wait_for_idle(args.wait_idle)
         for d in DTYPES:
             peaks[np.dtype(d).name] = max(peaks[np.dtype(d).name], matmul_peak(d, n, 3 if args.quick else 5))
         load = monitor.others()

@@ -19,7 +19,7 @@ from sympy.matrices.expressions.diagonal import DiagMatrix
 
 from derive.rules import ACTIVATIONS, u, v
 from derive.spec import Spec
-from derive.unroll import Assign, Softmax, Symbols, Unrolled, elementwise, inner, t, unroll
+from derive.unroll import Assign, Softmax, Symbols, Unrolled, elementwise, inner, step, t, unroll
 
 #: Nodes whose adjoint gets a name (a delta) instead of being written inline.
 NAMED = {"pre_activation": "delta", "logits": "output_delta"}
@@ -84,11 +84,21 @@ def output_rule(unrolled: Unrolled, time: sp.Expr, scale: sp.Expr = sp.Integer(1
     return z, scale * rule
 
 
-def loss_scale(spec: Spec) -> sp.Expr:
-    """Mean over steps divides the sequence loss by T (the batch division is the module's)."""
-    if spec.loss.reduction == "mean" and spec.loss.at == "every_step":
-        return sp.Rational(1, spec.bptt.steps)
-    return sp.Integer(1)
+#: Batch size and run-time sequence length, as the generated module sees them.
+BATCH, STEPS = sp.Symbol("B", integer=True, positive=True), sp.Symbol("T", integer=True, positive=True)
+
+
+def loss_scale(spec: Spec, symbolic: bool = False) -> sp.Expr:
+    """The reduction: mean divides by the batch size and, for every_step, by T.
+
+    The derivation works on one sequence (B = 1, T = steps); the generated module keeps
+    B and T as the sizes of the arrays it is given.
+    """
+    if spec.loss.reduction != "mean":
+        return sp.Integer(1)
+    steps = STEPS if symbolic else spec.bptt.steps
+    batch = BATCH if symbolic else 1
+    return 1 / (batch * steps) if spec.loss.at == "every_step" else sp.Integer(1) / batch
 
 
 @dataclass
@@ -221,11 +231,13 @@ class StepRule:
 
 
 def step_rule(spec: Spec) -> StepRule:
-    """Reverse mode over one symbolic step t, with delta_{t+1} taken as known."""
+    """Reverse mode over one symbolic step t, with delta_{t+1} taken as known.
+
+    Truncation is not part of the rule: the loop code applies it by giving each delta an
+    age axis and shifting the ages by one where delta_{t+1} is read.
+    """
     sym = Symbols(spec)
-    from derive.unroll import step as forward_step
-    now, after = forward_step(sym, t), forward_step(sym, t + 1)
-    truncate = spec.bptt.truncate
+    now, after = step(sym, t), step(sym, t + 1)
     layers = []
     L = spec.model.layers
     for l in range(1, L + 1):
@@ -234,14 +246,17 @@ def step_rule(spec: Spec) -> StepRule:
         a_next = next(a for a in after if a.layer == l and sym.info[a.lhs].role == "pre_activation")
         up = sym("hidden_grad", l, t)
         # the layer alone: a_t, h_t, and a_{t+1} whose delta is known
-        back = reverse([a_now, h_now, a_next], [(h_now.lhs, up)], sym, truncate,
-                       givens={a_next.lhs: None})
+        back = reverse([a_now, h_now, a_next], [(h_now.lhs, up)], sym, givens={a_next.lhs: None})
         h_prev = sym("hidden", l, t - 1)
         below = sym("input", None, t) if l == 1 else sym("hidden", l - 1, t)
         terms = a_now.rhs.args
         projection = sp.MatAdd(*[e for e in terms if h_prev not in e.free_symbols])
         recurrence = sp.MatAdd(*[e for e in terms if h_prev in e.free_symbols])
-        uses = {p: sp.MatAdd(*[e for _, e in c]) if len(c) > 1 else c[0][1] for p, c in back.uses.items()}
+        uses = {}
+        for p, c in back.uses.items():
+            mine = [e for time, e in c if time == t]   # a_{t+1} is only there for delta_{t+1}
+            if mine:
+                uses[p] = sp.MatAdd(*mine) if len(mine) > 1 else mine[0]
         down = back.leaves.get(below)
         layers.append(LayerRule(l, projection, recurrence, h_now.rhs, back.deltas, uses,
                                 sp.MatAdd(*down) if down and len(down) > 1 else (down[0] if down else None), up))
@@ -250,23 +265,20 @@ def step_rule(spec: Spec) -> StepRule:
     outs = [a for a in now if a.layer == L + 1]
     output_delta, output_uses, top = None, {}, None
     if spec.model.output_size:
-        node, rule = output_rule(unrolled, t, loss_scale(spec))
+        node, rule = output_rule(unrolled, t, loss_scale(spec, symbolic=True))
         back = reverse(outs, [(node, rule)], sym)
         output_delta = back.deltas[0]
         output_uses = {p: c[0][1] for p, c in back.uses.items()}
         top = back.leaves[sym("hidden", L, t)][0]
-    elif spec.loss.kind != "none" or True:
-        top = output_rule(unrolled, t, loss_scale(spec))[1]
+    else:
+        top = output_rule(unrolled, t, loss_scale(spec, symbolic=True))[1]
     # h_0 enters step 1 through U h_0: its gradient is U^T delta_1
     initial = {}
     for rule in layers:
         a1 = [a for a in step(sym, sp.Integer(1)) if a.layer == rule.layer and sym.info[a.lhs].role == "pre_activation"][0]
-        back = reverse([a1], [], sym, truncate, givens={a1.lhs: None})
+        back = reverse([a1], [], sym, givens={a1.lhs: None})
         initial[rule.layer] = back.leaves[sym("hidden", rule.layer, sp.Integer(0))]
     return StepRule(spec, sym, layers, outs, output_delta, output_uses, top, initial)
-
-
-from derive.unroll import step  # noqa: E402  (used above by name for h0 rules)
 
 
 # --------------------------------------------------------------------------- path sums

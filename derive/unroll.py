@@ -20,7 +20,7 @@ from derive.spec import Spec
 t = sp.Symbol("t", integer=True, positive=True)
 
 VECTOR_ROLES = ("input", "hidden", "pre_activation", "logits", "output", "target",
-                "upstream", "delta", "output_delta", "hidden_grad")
+                "upstream", "delta", "output_delta", "hidden_grad", "projection")
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,9 @@ class Softmax(sp.MatrixExpr):
     @property
     def shape(self):
         return self.arg.shape
+
+    def _eval_transpose(self) -> "Softmax":
+        return Softmax(self.arg.T)   # softmax of the same entries, laid out as a row
 
 
 def elementwise(function: sp.Expr, x: sp.MatrixExpr) -> ElementwiseApplyFunction:

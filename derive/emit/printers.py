@@ -1,0 +1,262 @@
+"""SymPy printers for our notation: LaTeX for handouts, NumPy for the generated module.
+
+Both look up what each matrix symbol stands for (`Symbols.info`) and print it in the
+course's notation or as the array that holds it. Nothing is patched after printing.
+"""
+from __future__ import annotations
+
+import sympy as sp
+from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
+from sympy.printing.latex import LatexPrinter
+from sympy.printing.numpy import NumPyPrinter
+
+from derive.rules import u
+from derive.unroll import VECTOR_ROLES, Symbols
+
+#: The order of terms in a printed sum: W x + U h + b, as the documents write it.
+_TERM_ORDER = ("hidden_grad", "projection", "input_weight", "output_weight", "recurrent_weight", "bias", "output_bias",
+               "output", "hidden", "logits", "target", "upstream", "delta")
+
+
+def _term_key(sym: Symbols, term: sp.Expr) -> tuple[int, str]:
+    roles = [sym.info[s].role for s in term.atoms(sp.MatrixSymbol) if s in sym.info]
+    ranks = [_TERM_ORDER.index(r) for r in roles if r in _TERM_ORDER]
+    return (min(ranks) if ranks else len(_TERM_ORDER), str(term))
+
+
+class HandoutLatexPrinter(LatexPrinter):
+    """LaTeX in the spec's notation: `W_{xh} x_{t} + W_{hh} h_{t-1} + b_{h}`."""
+
+    def __init__(self, sym: Symbols, settings: dict | None = None):
+        super().__init__({"mul_symbol": None, **(settings or {})})
+        self.sym = sym
+        self.names = sym.names
+        self._bound: dict[sp.Symbol, str] = {}
+
+    def time(self, time: sp.Expr | None) -> str | None:
+        return None if time is None else self._print(time)
+
+    def _print_MatrixSymbol(self, expr: sp.MatrixSymbol) -> str:
+        q = self.sym.info[expr]
+        time = self.time(q.time)
+        if q.role == "target":
+            return self.names.latex("output", None, time).replace(r"\hat", "", 0) if False else \
+                self._target(time)
+        if q.role == "upstream":
+            return f"g_{{{time}}}"
+        if q.role == "hidden_grad":
+            return rf"\bar{{{self.names.latex('hidden', q.layer, time)}}}"
+        if q.role == "loss":
+            return f"E_{{{time}}}" if self.names.preset.time == "sub" else f"E^{{{time}}}"
+        if q.role == "input":
+            return self.names.latex("input", None, time)
+        text = self.names.latex(q.role, q.layer, time)
+        if q.age is not None:
+            text = rf"{text}^{{[{q.age}]}}" if "^" not in text else text.replace("^{", f"^{{[{q.age}]\\,", 1)
+        return text
+
+    def _target(self, time: str | None) -> str:
+        head = self.names.latex_head("output")
+        if time is None:
+            return head
+        return f"{head}_{{{time}}}" if self.names.preset.time == "sub" else f"{head}^{{{time}}}"
+
+    def _print_Symbol(self, expr: sp.Symbol, style: str = "plain") -> str:
+        if expr in self._bound:
+            return self._bound[expr]
+        return super()._print_Symbol(expr, style)
+
+    def _print_Transpose(self, expr: sp.Transpose) -> str:
+        inner = self._print(expr.arg)
+        if not isinstance(expr.arg, sp.MatrixSymbol):
+            inner = rf"\left({inner}\right)"
+        elif "^" in inner:
+            inner = f"{{{inner}}}"
+        return f"{inner}^{{\\top}}"
+
+    def _print_MatAdd(self, expr: sp.MatAdd) -> str:
+        terms = sorted(expr.args, key=lambda e: _term_key(self.sym, e))
+        out = self._print(terms[0])
+        for term in terms[1:]:
+            text = self._print(term)
+            out += f" - {text[1:].lstrip()}" if text.startswith("-") else f" + {text}"
+        return out
+
+    def _print_MatMul(self, expr: sp.MatMul) -> str:
+        coeff, factors = expr.as_coeff_matrices()
+        parts = []
+        for f in factors:
+            text = self._print(f)
+            parts.append(rf"\left({text}\right)" if isinstance(f, (sp.MatAdd, sp.HadamardProduct)) else text)
+        body = " ".join(parts)
+        if coeff == 1:
+            return body
+        if coeff == -1:
+            return f"-{body}"
+        return f"{self._print(coeff)} {body}"
+
+    def _print_HadamardProduct(self, expr: sp.HadamardProduct) -> str:
+        parts = []
+        for f in expr.args:
+            text = self._print(f)
+            parts.append(rf"\left({text}\right)" if isinstance(f, (sp.MatAdd, sp.MatMul)) else text)
+        return r" \odot ".join(parts)
+
+    def _print_ElementwiseApplyFunction(self, expr: ElementwiseApplyFunction) -> str:
+        arg = self._print(expr.expr)
+        (var,) = expr.function.variables
+        body = expr.function.expr
+        if body.func in (sp.tanh, sp.log, sp.exp) and body.args == (var,):
+            return self._print(body.func(sp.Symbol(r"\left(" + arg + r"\right)")))[:0] + \
+                rf"{self._function_name(body.func)}\left({arg}\right)"
+        bracketed = arg if isinstance(expr.expr, sp.MatrixSymbol) else rf"\left({arg}\right)"
+        self._bound[var] = bracketed
+        try:
+            text = self._print(body)
+        finally:
+            del self._bound[var]
+        return rf"\left({text}\right)" if isinstance(body, sp.Add) else text
+
+    @staticmethod
+    def _function_name(func: type) -> str:
+        return {sp.tanh: r"\tanh", sp.log: r"\log", sp.exp: r"\exp"}[func]
+
+    def _print_Softmax(self, expr: sp.Expr) -> str:
+        return rf"\operatorname{{softmax}}\left({self._print(expr.args[0])}\right)"
+
+    def _print_DiagMatrix(self, expr: sp.Expr) -> str:
+        return rf"\operatorname{{diag}}\left({self._print(expr.args[0])}\right)"
+
+    def _print_OneMatrix(self, expr: sp.OneMatrix) -> str:
+        return r"\mathbf{1}"
+
+    def _print_Identity(self, expr: sp.Identity) -> str:
+        return "I"
+
+    def _print_Heaviside(self, expr: sp.Heaviside) -> str:
+        return rf"\mathbb{{1}}\left[{self._print(expr.args[0])} > 0\right]"
+
+
+class LoopCodePrinter(NumPyPrinter):
+    """NumPy for batch rows: every vector quantity is an array of rows (B, n).
+
+    `refs` maps each symbol to the array expression that holds it in the current code
+    section (`h_1[t + 1]`, `xs`, ...). Column-layout vectors are printed through their
+    transpose, so `W x` becomes `x @ W.T`.
+    """
+
+    _module = "np"
+
+    def __init__(self, sym: Symbols, refs: dict[sp.MatrixSymbol, str]):
+        super().__init__({"fully_qualified_modules": True, "strict": True})
+        self.sym = sym
+        self.refs = refs
+        self.column = not sym.row
+        self._bound: dict[sp.Symbol, str] = {}
+
+    def _module_format(self, fqn: str, register: bool = True) -> str:
+        return "np." + fqn.split(".", 1)[1] if fqn.startswith(("numpy.", "np.")) else fqn
+
+    # vectors are rows in code; column math is printed through its transpose
+    def vector(self, expr: sp.MatrixExpr) -> str:
+        """Print a vector-valued expression as batch rows."""
+        return self._print(expr.T if self.column else expr)
+
+    def _is_vector(self, expr: sp.Expr) -> bool:
+        return isinstance(expr, sp.MatrixSymbol) and self.sym.info[expr].role in VECTOR_ROLES
+
+    def _print_MatrixSymbol(self, expr: sp.MatrixSymbol) -> str:
+        ref = self.refs[expr]
+        return f"{ref}.T" if self.column and self._is_vector(expr) else ref
+
+    def _print_Transpose(self, expr: sp.Transpose) -> str:
+        arg = expr.arg
+        if isinstance(arg, sp.MatrixSymbol) and self.sym.info[arg].role in ("bias", "output_bias"):
+            return self.refs[arg]   # biases are 1-D arrays: both layouts broadcast over rows
+        if self._is_vector(arg):
+            return self.refs[arg] if self.column else f"{self.refs[arg]}.T"
+        if isinstance(arg, sp.MatrixSymbol):
+            return f"{self.refs[arg]}.T"
+        return f"({self._print(arg)}).T"
+
+    def _print_Symbol(self, expr: sp.Symbol) -> str:
+        if expr in self._bound:
+            return self._bound[expr]
+        return super()._print_Symbol(expr)
+
+    def _print_MatAdd(self, expr: sp.MatAdd) -> str:
+        terms = sorted(expr.args, key=lambda e: _term_key(self.sym, e))
+        out = self._print(terms[0])
+        for term in terms[1:]:
+            text = self._print(term)
+            out += f" - {text[1:]}" if text.startswith("-") else f" + {text}"
+        return out
+
+    def _print_MatMul(self, expr: sp.MatMul) -> str:
+        coeff, factors = expr.as_coeff_matrices()
+        factors = [f for f in factors if not isinstance(f, sp.OneMatrix)]   # 1 x: broadcasting
+        if len(factors) == 2 and factors[0].shape[0] == 1 and factors[1].shape[1] == 1:
+            # a row times a column: one inner product per batch row
+            a, b = (self._paren(f) for f in factors)
+            body = f"np.sum({a} * {b}, axis=-1, keepdims=True)"
+        else:
+            body = " @ ".join(self._paren(f) for f in factors)
+        if coeff == 1:
+            return body
+        if coeff == -1:
+            return f"-{body}"
+        return f"{self._print(coeff)} * {body}"
+
+    def _paren(self, expr: sp.Expr) -> str:
+        text = self._print(expr)
+        return f"({text})" if isinstance(expr, (sp.MatAdd, sp.HadamardProduct)) else text
+
+    def _print_HadamardProduct(self, expr: sp.HadamardProduct) -> str:
+        return " * ".join(self._paren(f) for f in expr.args)
+
+    def _print_ElementwiseApplyFunction(self, expr: ElementwiseApplyFunction) -> str:
+        (var,) = expr.function.variables
+        body = expr.function.expr
+        plain = isinstance(expr.expr, sp.MatrixSymbol) or (body.is_Function and body.args == (var,))
+        self._bound[var] = self._print(expr.expr) if plain else self._paren(expr.expr)
+        try:
+            text = self._print(expr.function.expr)
+        finally:
+            del self._bound[var]
+        return f"({text})" if isinstance(expr.function.expr, sp.Add) else text
+
+    def _print_Softmax(self, expr: sp.Expr) -> str:
+        return f"_softmax({self._print(expr.args[0])})"
+
+    def _print_Max(self, expr: sp.Max) -> str:
+        a, b = expr.args
+        return f"np.maximum({self._print(a)}, {self._print(b)})"
+
+    def _print_Heaviside(self, expr: sp.Heaviside) -> str:
+        return f"({self._print(expr.args[0])} > 0)"
+
+    def _print_Rational(self, expr: sp.Rational) -> str:
+        return f"{expr.p} / {expr.q}"
+
+    def _print_Pow(self, expr: sp.Pow, rational: bool = False) -> str:
+        base, exp = expr.args
+        if exp == -1:
+            return f"1 / {self.parenthesize(base, 100)}"
+        return f"{self.parenthesize(base, 100)} ** {self._print(exp)}"
+
+    def total(self, expr: sp.MatrixExpr) -> str:
+        """Σ over steps and batch rows of a per-step contribution, in one contraction.
+
+        `refs` must map the step's vectors to whole-sequence arrays (T, B, n).
+        """
+        if isinstance(expr, sp.MatAdd):
+            return " + ".join(self.total(term) for term in expr.args)
+        if self._is_vector(expr):
+            return f"{self.refs[expr]}.sum(axis=(0, 1))"
+        if isinstance(expr, sp.Transpose) and self._is_vector(expr.arg):
+            return f"{self.refs[expr.arg]}.sum(axis=(0, 1))"
+        coeff, factors = expr.as_coeff_matrices()
+        if coeff == 1 and len(factors) == 2:
+            arrays = [self.refs[f.arg if isinstance(f, sp.Transpose) else f] for f in factors]
+            return f"np.tensordot({arrays[0]}, {arrays[1]}, axes=([0, 1], [0, 1]))"
+        raise TypeError(f"no contraction over steps for {expr}")

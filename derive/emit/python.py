@@ -1,0 +1,131 @@
+"""View-model of the generated NumPy module (loop style): every line of math is printed
+from the step rule by `LoopCodePrinter`; the template only places the lines.
+
+Arrays are time-major. Hidden states live in `h_l` of shape (T + 1, B, H_l) with h_l[0] = h0
+(so step t of the handout is index t), and the input projection of all steps is written
+into h_l[1:] before the loop overwrites it step by step. Deltas live in `delta_l` of shape
+(T + 1, B, H_l) (with truncation (T + 1, k, B, H_l): one row per age), the last row zero.
+"""
+from __future__ import annotations
+
+import pprint
+
+import sympy as sp
+
+from derive import bptt
+from derive.emit.printers import LoopCodePrinter
+from derive.rules import ACTIVATIONS
+from derive.spec import Spec
+from derive.unroll import t
+
+
+def _param_view(spec: Spec, rule: bptt.StepRule) -> list[dict]:
+    sym, out = rule.sym, []
+    sizes = sym.sizes()
+    for p in sym.params():
+        q = sym.info[p]
+        shape = tuple(int(sp.sympify(d).xreplace(sizes)) for d in p.shape)
+        if q.role in ("bias", "output_bias"):
+            shape = (max(shape),)
+        out.append({"name": sym.names.python(q.role, q.layer), "role": q.role, "layer": q.layer,
+                    "shape": repr(shape)})
+    return out
+
+
+def module_view(spec: Spec, command: str, template: str) -> dict:
+    rule = bptt.step_rule(spec)
+    sym, m = rule.sym, spec.model
+    names = sym.names
+    L = m.layers
+    k = spec.bptt.truncate
+    params = _param_view(spec, rule)
+    py = lambda role, layer=None: names.python(role, layer)  # noqa: E731
+    h = {l: py("hidden", l) for l in range(1, L + 1)}
+    delta = {l: "delta_" + h[l] for l in range(1, L + 1)}
+    refs: dict = {p: names.python(sym.info[p].role, sym.info[p].layer) for p in sym.params()}
+
+    def printer(extra: dict) -> LoopCodePrinter:
+        return LoopCodePrinter(sym, {**refs, **extra})
+
+    layers = []
+    for lr in rule.layers:
+        l = lr.layer
+        below_step = sym("input", None, t) if l == 1 else sym("hidden", l - 1, t)
+        below_all = "xs" if l == 1 else f"{h[l - 1]}[1:]"
+        proj = sym("projection", l, t)
+        forward_all = printer({below_step: below_all}).vector(lr.projection)
+        step_expr = lr.activation.func(lr.activation.function, sp.MatAdd(proj, lr.recurrence))
+        forward_step = printer({proj: f"{h[l]}[t + 1]", sym("hidden", l, t - 1): f"{h[l]}[t]"}).vector(step_expr)
+        # backward
+        older = f"_older({delta[l]}[t + 1])" if k else f"{delta[l]}[t + 1]"
+        d = lr.delta[0]
+        step_refs = {sym("hidden_grad", l, t): f"g[t]", sym("delta", l, t + 1): older,
+                     sym("hidden", l, t): f"{h[l]}[t + 1]"}
+        backward_step = printer(step_refs).vector(d.rhs)
+        total = f"{delta[l]}_sum"
+        total_refs = {sym("delta", l, t): total, below_step: below_all,
+                      sym("hidden", l, t - 1): f"{h[l]}[:-1]"}
+        grads = [{"name": refs[p], "expr": printer(total_refs).total(e)} for p, e in lr.uses.items()]
+        grads.sort(key=lambda g: [x["name"] for x in params].index(g["name"]))
+        # the gradient sent below: per age for a lower layer, summed for xs
+        down_ages = printer({sym("delta", l, t): f"{delta[l]}[:-1]"}).vector(lr.down)
+        down_sum = printer({sym("delta", l, t): total}).vector(lr.down)
+        h0 = printer({sym("delta", l, sp.Integer(1)): f"{total}[0]"}).vector(lr_initial(rule, l))
+        layers.append({
+            "layer": l, "h": h[l], "delta": delta[l], "size": m.hidden_sizes[l - 1],
+            "forward_all": forward_all, "forward_step": forward_step,
+            "backward_step": backward_step, "grads": grads,
+            "total": total, "down": down_ages if l > 1 else down_sum, "down_is_xs": l == 1,
+            "h0": h0, "eq": _step_equation(rule, lr),
+            "param_locals": [x["name"] for x in params if x["layer"] == l],
+        })
+    output = None
+    top = sym("hidden", L, t)
+    if m.output_size:
+        o_refs = {top: "hs", sym("logits", None, t): "logits", sym("output", None, t): "probs",
+                  sym("target", None, t): "y", sym("upstream", None, t): "targets"}
+        pr = printer(o_refs)
+        logits_expr = next(a.rhs for a in rule.output if sym.info[a.lhs].role == "logits")
+        pred = [a.rhs for a in rule.output if sym.info[a.lhs].role == "output"]
+        d_refs = {**o_refs, sym("output_delta", None, t): "dlogits"}
+        output = {
+            "logits": pr.vector(logits_expr),
+            "prediction": pr.vector(pred[0]) if pred else "logits",
+            "dlogits": pr.vector(rule.output_delta.rhs),
+            "dtop": printer(d_refs).vector(rule.top_upstream),
+            "grads": [{"name": refs[p], "expr": printer(d_refs).total(e)} for p, e in rule.output_uses.items()],
+            "locals": [x["name"] for x in params if x["layer"] == L + 1],
+        }
+        probs = ("_softmax(logits)" if m.output_activation == "softmax" or spec.loss.kind == "cross_entropy"
+                 else output["prediction"])
+        if spec.loss.kind == "bce":
+            probs = printer({sym("logits", None, t): "logits"}).vector(_sigmoid_of(sym))
+        output["probs"] = probs
+        dtop = None
+    else:  # no output layer: the loss (or the upstream gradient) acts on the top hidden states
+        d_refs = {top: "hs", sym("target", None, t): "targets", sym("upstream", None, t): "targets"}
+        dtop = printer(d_refs).vector(rule.top_upstream)
+    return {
+        "name": spec.name, "title": spec.title or spec.name, "command": command, "template": template,
+        "params": params, "layout": spec.layout, "spec_repr": pprint.pformat(spec.to_dict(), sort_dicts=False, width=88),
+        "layers": layers, "top": h[L], "top_size": m.hidden_sizes[-1], "num_layers": L,
+        "input_size": m.input_size, "output_size": m.output_size, "output": output, "dtop": dtop,
+        "loss_kind": spec.loss.kind, "last_step": spec.loss.at == "last_step",
+        "mean": spec.loss.reduction == "mean", "truncate": k, "clip": repr(float(spec.bptt.clip)),
+        "hidden_sizes": repr(list(m.hidden_sizes)), "reversed_layers": list(reversed(layers)),
+        "output_activation": m.output_activation,
+    }
+
+
+def _sigmoid_of(sym) -> sp.MatrixExpr:
+    from derive.unroll import elementwise
+    return elementwise(ACTIVATIONS["sigmoid"].value, sym("logits", None, t))
+
+
+def lr_initial(rule: bptt.StepRule, layer: int) -> sp.MatrixExpr:
+    parts = rule.initial[layer]
+    return sp.MatAdd(*parts) if len(parts) > 1 else parts[0]
+
+
+def _step_equation(rule: bptt.StepRule, lr: bptt.LayerRule) -> str:
+    return f"eq:delta-rule-{lr.layer}"
