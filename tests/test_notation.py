@@ -559,7 +559,7 @@ def test_grammatical_but_reserved_names_are_rejected(name: str) -> None:
     (1, (("input_weight", "W_hh"),), "notation.names.recurrent_weight"),
     (1, (("input_weight", "A"), ("recurrent_weight", "A")), "notation.names.recurrent_weight"),
     (1, (("hidden", "dW_xh"),), "notation.names.hidden"),
-    (2, (("input_weight", "W"), ("bias", "W_1")), "notation.names.bias"),
+    (2, (("output_weight", "W_xh1"),), "notation.names.output_weight"),  # layer 1's W_xh -> W_xh1
 ])
 def test_clashing_names_are_rejected(layers: int, names_: tuple, key: str) -> None:
     problems = notation.check("d2l", "", names_, layers=layers, output=True, bias=True)
