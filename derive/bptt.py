@@ -148,7 +148,7 @@ def reverse(assigns: list[Assign], seeds: list[tuple[sp.MatrixSymbol, sp.MatrixE
                     out.uses[leaf].append((a.time, expr))
                     continue
                 leaf_age = age
-                if truncate:
+                if truncate and leaf in defined:   # h0 and x_t are used where they are read
                     leaf_age = age + int(a.time - lq.time)
                     if leaf_age >= truncate:
                         continue

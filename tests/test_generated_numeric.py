@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import tempfile
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
@@ -29,8 +30,23 @@ MODULE_PATHS = sorted(p for p in GENERATED.glob("*/*.py") if not p.name.startswi
 B = 2
 TOL = dict(rtol=1e-10, atol=1e-10)
 
+
+def _unrolled_modules() -> list[Path]:
+    """Every preset in --style unrolled, built into a scratch folder (not committed)."""
+    from derive import build, spec
+
+    out = Path(tempfile.mkdtemp(prefix="derive-unrolled-"))
+    for name in spec.preset_names():
+        build.build(spec.preset(name), out / name, formats=["py"], style="unrolled", command="pytest")
+    return sorted(out.glob("*/*.py"))
+
+
+if "DERIVE_GENERATED_DIR" not in os.environ:
+    MODULE_PATHS += _unrolled_modules()
+
 if MODULE_PATHS:
-    MODULE_PARAMS = [pytest.param(p, id=f"{p.parent.name}/{p.stem}") for p in MODULE_PATHS]
+    MODULE_PARAMS = [pytest.param(p, id=f"{'unrolled:' if p.is_relative_to(tempfile.gettempdir()) else ''}"
+                                         f"{p.parent.name}/{p.stem}") for p in MODULE_PATHS]
 else:
     MODULE_PARAMS = [
         pytest.param(

@@ -129,3 +129,85 @@ def lr_initial(rule: bptt.StepRule, layer: int) -> sp.MatrixExpr:
 
 def _step_equation(rule: bptt.StepRule, lr: bptt.LayerRule) -> str:
     return f"eq:delta-rule-{lr.layer}"
+
+
+def unrolled_view(spec: Spec, command: str, template: str) -> dict:
+    """Straight-line code for the spec's T: the handout's equations one by one, labelled.
+
+    The recurrent part is unrolled; the output layer and the loss are shared with the loop
+    style (they have no recurrence). The deltas are seeded by the gradient `dtop` arriving
+    at the top hidden states, so `backward(dhs)` and `loss_and_grads` share them.
+    """
+    view = module_view(spec, command, template)
+    unrolled = bptt.unroll(spec)
+    sym, m = unrolled.sym, spec.model
+    L, T = m.layers, spec.bptt.steps
+    names = sym.names
+    labels = _handout_labels(spec)
+    h = {l: names.python("hidden", l) for l in range(1, L + 1)}
+    refs: dict = {p: names.python(sym.info[p].role, sym.info[p].layer) for p in sym.params()}
+    for time in range(0, T + 1):
+        for l in range(1, L + 1):
+            refs[sym("hidden", l, sp.Integer(time))] = f"{h[l]}[{time}]"
+        if time:
+            refs[sym("input", None, sp.Integer(time))] = f"xs[{time - 1}]"
+            refs[sym("hidden_grad", L, sp.Integer(time))] = f"dtop[{time - 1}]"
+    pr = LoopCodePrinter(sym, refs)
+    recurrent = [a for a in unrolled.forward if a.layer is not None and a.layer <= L]
+    forward_steps = []
+    pre = {}
+    for a in recurrent:
+        q = sym.info[a.lhs]
+        if q.role == "pre_activation":
+            pre[a.lhs] = a.rhs
+            continue
+        rhs = a.rhs.func(a.rhs.function, pre[a.rhs.expr])
+        forward_steps.append({"lhs": refs[a.lhs], "rhs": pr.vector(rhs),
+                              "label": f"{labels[('pre_activation', q.layer, q.time, None)]}, "
+                                       f"{labels[('hidden', q.layer, q.time, None)]}",
+                              "time": int(q.time), "layer": q.layer})
+    seeds = [(sym("hidden", L, sp.Integer(time)), sym("hidden_grad", L, sp.Integer(time)))
+             for time in range(1, T + 1)]
+    back = bptt.reverse(recurrent, seeds, sym, spec.bptt.truncate)
+    deltas = []
+    for d in back.deltas:
+        q = sym.info[d.lhs]
+        local = f"delta_{h[q.layer]}_{int(q.time)}" + (f"_{q.age}" if q.age is not None else "")
+        refs[d.lhs] = local
+        deltas.append({"lhs": local, "rhs": pr.vector(d.rhs),
+                       "label": labels.get(("delta", q.layer, q.time, q.age), "")})
+    grads = []
+    for p in sym.params():
+        uses = back.uses.get(p)
+        q = sym.info[p]
+        if q.layer > L:
+            continue
+        total = sp.MatAdd(*[e for _, e in uses]) if len(uses) > 1 else uses[0][1]
+        text = f"({pr.vector(total)}).sum(axis=0)" if q.role == "bias" else pr._print(total)
+        grads.append({"name": refs[p], "expr": text, "label": labels[("total", q.role, q.layer)]})
+    leaves = {leaf: sp.MatAdd(*e) if len(e) > 1 else e[0] for leaf, e in back.leaves.items()}
+    xs_grads = [{"index": time - 1, "expr": pr.vector(leaves[sym("input", None, sp.Integer(time))])}
+                for time in range(1, T + 1)]
+    h0_grads = [{"index": l - 1, "expr": pr.vector(leaves[sym("hidden", l, sp.Integer(0))])}
+                for l in range(1, L + 1)]
+    view.update({"steps": T, "forward_steps": forward_steps, "deltas": deltas,
+                 "unrolled_grads": grads, "xs_grads": xs_grads, "h0_grads": h0_grads})
+    return view
+
+
+def _handout_labels(spec: Spec) -> dict:
+    """The handout's equation labels, keyed by what each equation defines."""
+    d = bptt.derive(spec)
+    sym = d.sym
+    out = {}
+    for time in d.unrolled.times:
+        for i, a in enumerate(x for x in d.unrolled.forward if x.time == time):
+            q = sym.info[a.lhs]
+            out[(q.role, q.layer, q.time, None)] = f"eq:{spec.name}:fwd:{int(time)}:{i}"
+        for i, a in enumerate(x for x in d.deltas if x.time == time):
+            q = sym.info[a.lhs]
+            out[(q.role, q.layer, q.time, q.age)] = f"eq:{spec.name}:delta:{int(time)}:{i}"
+    for p in d.uses:
+        q = sym.info[p]
+        out[("total", q.role, q.layer)] = f"eq:{spec.name}:total:{sym.names.python(q.role, q.layer)}"
+    return out
