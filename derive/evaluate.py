@@ -89,6 +89,10 @@ def evaluate(expr: sp.Expr, env: dict[sp.MatrixSymbol, Any], backend: Any,
             value = reduce(backend.matmul, map(go, e.args))
         elif isinstance(e, sp.HadamardProduct):
             value = reduce(backend.hadamard, map(go, e.args))
+        elif isinstance(e, sp.MatPow) and e.exp.is_Integer and e.exp > 0:
+            # SymPy folds a product of equal factors (U^T U^T) into a power
+            base = go(e.base)
+            value = reduce(backend.matmul, [base] * int(e.exp))
         elif isinstance(e, sp.Transpose):
             value = go(e.arg).T
         elif isinstance(e, ElementwiseApplyFunction):

@@ -73,6 +73,13 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
 )}
 
 
+def toml_key(key: str) -> str:
+    """A key as TOML would need it written: bare when it can be, quoted otherwise, so an
+    error message that names it always stays on one line."""
+    bare = bool(key) and all(c.isascii() and (c.isalnum() or c in "-_") for c in key)
+    return key if bare else repr(key)
+
+
 def latex_name(name: str) -> str:
     """`W_xh` -> `W_{xh}`; a multi-letter head is set upright-italic as one word."""
     head, _, sub = name.partition("_")
@@ -90,7 +97,7 @@ def check(preset: str, layout: str, names: tuple[tuple[str, str], ...], *,
         problems.append(f"notation.layout: {layout!r} is not one of row, column")
     for role, symbol in names:
         if role not in ROLES:
-            problems.append(f"notation.names.{role}: unknown role; allowed: {', '.join(ROLES)}")
+            problems.append(f"notation.names.{toml_key(role)}: unknown role; allowed: {', '.join(ROLES)}")
         elif not NAME.fullmatch(symbol):
             problems.append(f"notation.names.{role}: {symbol!r} is not a symbol name "
                             "(a letter, then letters or digits, then optionally _ and letters or digits)")

@@ -210,12 +210,12 @@ def _read_table(data: dict[str, Any], table: str, problems: list[str]) -> dict[s
     out: dict[str, Any] = {}
     for key in data:
         if key not in schema:
-            problems.append(f"{prefix}{key}: unknown key; allowed: {', '.join(schema)}")
+            problems.append(f"{prefix}{notation.toml_key(key)}: unknown key; allowed: {', '.join(schema)}")
     for key, (kind, default) in schema.items():
         if key not in data:
             if default is _REQUIRED:
                 problems.append(f"{prefix}{key}: missing required key ({_TYPE_WORDS[kind]})")
-            out[key] = default
+            out[key] = () if kind == "names" else default
             continue
         value = data[key]
         ok = {
@@ -239,7 +239,7 @@ def _read_table(data: dict[str, Any], table: str, problems: list[str]) -> dict[s
         if kind == "names":
             for role, symbol in value.items():
                 if not isinstance(symbol, str):
-                    problems.append(f"{prefix}{key}.{role}: must be a string, got {_describe(symbol)}")
+                    problems.append(f"{prefix}{key}.{notation.toml_key(role)}: must be a string, got {_describe(symbol)}")
             value = tuple((r, s) for r, s in value.items() if isinstance(s, str))
         if kind == "float":
             value = float(value)

@@ -151,14 +151,11 @@ def test_preset_round_trips_through_toml(name: str, tmp_path: Path) -> None:
 
 
 def _same(a: Spec, b: Spec) -> bool:
-    """Equal specs, reading `notation.names` as a mapping (see the xfail below)."""
+    """Equal specs, reading `notation.names` as a mapping."""
     names = lambda s: dataclasses.replace(s, notation=dataclasses.replace(s.notation, names=()))
     return names(a) == names(b) and dict(a.notation.names) == dict(b.notation.names)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: from_dict fills a missing [notation.names] with the dict {} "
-                                       "instead of the tuple (), so such specs are unhashable and unequal "
-                                       "to the same spec built in Python (reported, not fixed here)")
 @pytest.mark.parametrize("name", PRESETS)
 def test_preset_is_hashable_and_equals_its_python_twin(name: str) -> None:
     s = specs.preset(name)
@@ -525,8 +522,6 @@ def test_cli_presets_lists_one_line_each(capsys: pytest.CaptureFixture[str]) -> 
         assert "document 00" in line
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a quoted TOML key containing a newline is echoed raw, "
-                                       "so `derive: error:` spans two lines (reported, not fixed here)")
 @pytest.mark.parametrize("where", ["top", "names"])
 def test_cli_error_stays_one_line_with_a_newline_in_a_key(where: str, tmp_path: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:

@@ -66,6 +66,9 @@ class HandoutLatexPrinter(LatexPrinter):
             return self._bound[expr]
         return super()._print_Symbol(expr, style)
 
+    def _print_Dummy(self, expr: sp.Dummy) -> str:
+        return self._bound[expr] if expr in self._bound else super()._print_Dummy(expr)
+
     def _print_Transpose(self, expr: sp.Transpose) -> str:
         inner = self._print(expr.arg)
         if not isinstance(expr.arg, sp.MatrixSymbol):
@@ -184,6 +187,9 @@ class LoopCodePrinter(NumPyPrinter):
             return self._bound[expr]
         return super()._print_Symbol(expr)
 
+    def _print_Dummy(self, expr: sp.Dummy) -> str:   # SymPy may rename u in Lambda(u, u)
+        return self._bound[expr] if expr in self._bound else super()._print_Dummy(expr)
+
     def _print_MatAdd(self, expr: sp.MatAdd) -> str:
         terms = sorted(expr.args, key=lambda e: _term_key(self.sym, e))
         out = self._print(terms[0])
@@ -196,8 +202,8 @@ class LoopCodePrinter(NumPyPrinter):
         coeff, factors = expr.as_coeff_matrices()
         factors = [f for f in factors if not isinstance(f, sp.OneMatrix)]   # 1 x: broadcasting
         if len(factors) == 2 and factors[0].shape[0] == 1 and factors[1].shape[1] == 1:
-            # a row times a column: one inner product per batch row
-            a, b = (self._paren(f) for f in factors)
+            # a row times a column: one inner product per batch row, both printed as rows
+            a, b = self._paren(factors[0]), self._paren(factors[1].T)
             body = f"np.sum({a} * {b}, axis=-1, keepdims=True)"
         else:
             body = " @ ".join(self._paren(f) for f in factors)
