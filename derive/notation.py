@@ -24,9 +24,9 @@ LAYER_ROLES = ("input_weight", "recurrent_weight", "bias", "hidden", "pre_activa
 #: Names the generated module uses for itself; a symbol may not shadow them.
 RESERVED = frozenset({
     "np", "xs", "hs", "h0", "params", "cache", "grads", "targets", "dhs", "loss", "t", "T",
-    "B", "k", "seed", "scale", "rng", "dtype", "ys", "probs", "logits", "dlogits", "name",
-    "info", "shape", "value", "steps", "PARAMS", "LAYOUT", "SPEC", "forward", "backward",
-    "predict", "init_params", "loss_and_grads", "annotations", "np",
+    "B", "k", "p", "g", "y", "slope", "seed", "scale", "rng", "dtype", "ys", "probs", "logits",
+    "dlogits", "dtop", "name", "info", "shape", "value", "steps", "PARAMS", "LAYOUT", "SPEC",
+    "forward", "backward", "predict", "init_params", "loss_and_grads", "annotations",
 })
 
 
@@ -167,15 +167,17 @@ class Names:
         return latex_name(self.base[role].partition("_")[0])
 
     def python_names(self, *, output: bool, bias: bool) -> list[tuple[str, str]]:
-        """(spec key, Python name) of every symbol that becomes a name in generated code."""
-        roles = [r for r in ROLES if (output or not r.startswith("output")) and
+        """(spec key, Python name) of every name the generated code makes from a symbol:
+        the parameters, the hidden-state arrays and their delta arrays."""
+        roles = [r for r in PARAM_ROLES + ("hidden",) if (output or not r.startswith("output")) and
                  (bias or r not in ("bias", "output_bias"))]
         out = []
         for role in roles:
             layers = range(1, self.layers + 1) if role in LAYER_ROLES else [None]
             for layer in layers:
                 python = self.python(role, layer)
-                out.append((f"notation.names.{role}", python))
-                if role in PARAM_ROLES:
-                    out.append((f"notation.names.{role}", "d" + python))
+                key = f"notation.names.{role}"
+                out.append((key, python))
+                if role == "hidden":
+                    out += [(key, f"delta_{python}"), (key, f"delta_{python}_sum")]
         return out

@@ -250,6 +250,48 @@ class LoopCodePrinter(NumPyPrinter):
             return f"1 / {self.parenthesize(base, 100)}"
         return f"{self.parenthesize(base, 100)} ** {self._print(exp)}"
 
+    def accumulate(self, target: str, expr: sp.MatrixExpr) -> list[str]:
+        """Statements that write a vector-valued sum into the array `target` in place:
+        one `np.matmul(..., out=target)` for a product term, then `+=` for the others."""
+        expr = expr.T if self.column else expr
+        terms = sorted(expr.args if isinstance(expr, sp.MatAdd) else [expr],
+                       key=lambda e: _term_key(self.sym, e))
+        def plain_product(e: sp.Expr) -> bool:   # A @ B, not a scaled or inner product
+            return (isinstance(e, sp.MatMul) and len(e.args) == 2
+                    and all(isinstance(f, sp.MatrixExpr) for f in e.args)
+                    and not (e.args[0].shape[0] == 1 and e.args[1].shape[1] == 1))
+
+        product = next((e for e in terms if plain_product(e)), None)
+        lines = []
+        if product is not None:
+            a, b = (self._paren(f) for f in product.args)
+            lines.append(f"np.matmul({a}, {b}, out={target})")
+            terms = [e for e in terms if e is not product]
+        else:
+            lines.append(f"{target}[...] = {self._print(terms[0])}")
+            terms = terms[1:]
+        for term in terms:
+            text = self._print(term)
+            lines.append(f"{target} -= {text[1:]}" if text.startswith("-") else f"{target} += {text}")
+        return lines
+
+    def activate(self, target: str, function: sp.Lambda) -> list[str]:
+        """Apply an elementwise activation to `target` in place (nothing for the identity)."""
+        (var,) = function.variables
+        body = function.expr
+        if body == var:
+            return []
+        if body.is_Function and body.args == (var,) and body.func.__name__ in self.known_functions:
+            name = self._module_format(self.known_functions[body.func.__name__])
+            return [f"{name}({target}, out={target})"]
+        if isinstance(body, sp.Max) and set(body.args) == {sp.Integer(0), var}:
+            return [f"np.maximum({target}, 0, out={target})"]
+        self._bound[var] = target
+        try:
+            return [f"{target}[...] = {self._print(body)}"]
+        finally:
+            del self._bound[var]
+
     def total(self, expr: sp.MatrixExpr) -> str:
         """Σ over steps and batch rows of a per-step contribution, in one contraction.
 

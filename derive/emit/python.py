@@ -52,16 +52,24 @@ def module_view(spec: Spec, command: str, template: str) -> dict:
         l = lr.layer
         below_step = sym("input", None, t) if l == 1 else sym("hidden", l - 1, t)
         below_all = "xs" if l == 1 else f"{h[l - 1]}[1:]"
-        proj = sym("projection", l, t)
-        forward_all = printer({below_step: below_all}).vector(lr.projection)
-        step_expr = lr.activation.func(lr.activation.function, sp.MatAdd(proj, lr.recurrence))
-        forward_step = printer({proj: f"{h[l]}[t + 1]", sym("hidden", l, t - 1): f"{h[l]}[t]"}).vector(step_expr)
-        # backward
+        # forward: the projection of all steps written into h[1:], then per step the
+        # recurrent term added and the activation applied, both in place
+        forward_all = printer({below_step: below_all}).accumulate(f"{h[l]}[1:]", lr.projection)
+        step = printer({sym("hidden", l, t - 1): f"{h[l]}[t]"})
+        forward_step = [f"{h[l]}[t + 1] += {step.vector(lr.recurrence)}",
+                        *step.activate(f"{h[l]}[t + 1]", lr.activation.function)]
+        # backward: delta_t = (upstream + recurrent term) * slope, the slope of all steps
+        # computed once from the stored h (tanh' = 1 - h^2), the sum written in place
         older = f"_older({delta[l]}[t + 1])" if k else f"{delta[l]}[t + 1]"
-        d = lr.delta[0]
-        step_refs = {sym("hidden_grad", l, t): f"g[t]", sym("delta", l, t + 1): older,
-                     sym("hidden", l, t): f"{h[l]}[t + 1]"}
-        backward_step = printer(step_refs).vector(d.rhs)
+        delta_rule = lr.delta[0].rhs
+        total_part, slope_part = (delta_rule.args if isinstance(delta_rule, sp.HadamardProduct)
+                                  else (delta_rule, None))
+        step_refs = {sym("hidden_grad", l, t): "g[t]", sym("delta", l, t + 1): older}
+        backward_step = printer(step_refs).accumulate(f"{delta[l]}[t]", total_part)
+        slope = None
+        if slope_part is not None:
+            slope = printer({sym("hidden", l, t): f"{h[l]}[1:]"}).vector(slope_part)
+            backward_step.append(f"{delta[l]}[t] *= slope[t]")
         total = f"{delta[l]}_sum"
         total_refs = {sym("delta", l, t): total, below_step: below_all,
                       sym("hidden", l, t - 1): f"{h[l]}[:-1]"}
@@ -74,7 +82,7 @@ def module_view(spec: Spec, command: str, template: str) -> dict:
         layers.append({
             "layer": l, "h": h[l], "delta": delta[l], "size": m.hidden_sizes[l - 1],
             "forward_all": forward_all, "forward_step": forward_step,
-            "backward_step": backward_step, "grads": grads,
+            "backward_step": backward_step, "grads": grads, "slope": slope,
             "total": total, "down": down_ages if l > 1 else down_sum, "down_is_xs": l == 1,
             "h0": h0, "eq": _step_equation(rule, lr),
             "param_locals": [x["name"] for x in params if x["layer"] == l],

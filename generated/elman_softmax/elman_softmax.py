@@ -60,9 +60,11 @@ def forward(params, xs, h0=None):
     b_h = p["b_h"]
     h = np.empty((T + 1, B, 4), dtype=dtype)
     h[0] = h0[0]
-    h[1:] = xs @ W_xh.T + b_h
+    np.matmul(xs, W_xh.T, out=h[1:])
+    h[1:] += b_h
     for t in range(T):
-        h[t + 1] = np.tanh(h[t + 1] + h[t] @ W_hh.T)
+        h[t + 1] += h[t] @ W_hh.T
+        np.tanh(h[t + 1], out=h[t + 1])
     cache = {
         "params": p,
         "xs": xs,
@@ -95,9 +97,12 @@ def _backward(dtop, cache):
     W_xh = p["W_xh"]
     W_hh = p["W_hh"]
     b_h = p["b_h"]
+    slope = (1 - h[1:] ** 2)
     delta_h = np.zeros((T + 1, B, 4), dtype=dtype)
     for t in range(T - 1, -1, -1):
-        delta_h[t] = (g[t] + delta_h[t + 1] @ W_hh) * (1 - h[t + 1] ** 2)
+        np.matmul(delta_h[t + 1], W_hh, out=delta_h[t])
+        delta_h[t] += g[t]
+        delta_h[t] *= slope[t]
     delta_h_sum = delta_h[:-1]
     grads["W_xh"] = np.tensordot(delta_h_sum, xs, axes=([0, 1], [0, 1]))
     grads["W_hh"] = np.tensordot(delta_h_sum, h[:-1], axes=([0, 1], [0, 1]))

@@ -57,9 +57,10 @@ def forward(params, xs, h0=None):
     w_h = p["w_h"]
     o = np.empty((T + 1, B, 1), dtype=dtype)
     o[0] = h0[0]
-    o[1:] = xs @ w_i
+    np.matmul(xs, w_i, out=o[1:])
     for t in range(T):
-        o[t + 1] = np.tanh(o[t + 1] + o[t] @ w_h)
+        o[t + 1] += o[t] @ w_h
+        np.tanh(o[t + 1], out=o[t + 1])
     cache = {
         "params": p,
         "xs": xs,
@@ -90,9 +91,12 @@ def _backward(dtop, cache):
     # layer 1
     w_i = p["w_i"]
     w_h = p["w_h"]
+    slope = (1 - o[1:] ** 2)
     delta_o = np.zeros((T + 1, B, 1), dtype=dtype)
     for t in range(T - 1, -1, -1):
-        delta_o[t] = (g[t] + delta_o[t + 1] @ w_h.T) * (1 - o[t + 1] ** 2)
+        np.matmul(delta_o[t + 1], w_h.T, out=delta_o[t])
+        delta_o[t] += g[t]
+        delta_o[t] *= slope[t]
     delta_o_sum = delta_o[:-1]
     grads["w_i"] = np.tensordot(xs, delta_o_sum, axes=([0, 1], [0, 1]))
     grads["w_h"] = np.tensordot(o[:-1], delta_o_sum, axes=([0, 1], [0, 1]))

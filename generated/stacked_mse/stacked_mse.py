@@ -61,9 +61,11 @@ def forward(params, xs, h0=None):
     b_1 = p["b_1"]
     h_1 = np.empty((T + 1, B, 2), dtype=dtype)
     h_1[0] = h0[0]
-    h_1[1:] = xs @ W_1 + b_1
+    np.matmul(xs, W_1, out=h_1[1:])
+    h_1[1:] += b_1
     for t in range(T):
-        h_1[t + 1] = np.tanh(h_1[t + 1] + h_1[t] @ V_1)
+        h_1[t + 1] += h_1[t] @ V_1
+        np.tanh(h_1[t + 1], out=h_1[t + 1])
 
     # layer 2: input projection of all steps at once, then the recurrence
     W_2 = p["W_2"]
@@ -71,9 +73,11 @@ def forward(params, xs, h0=None):
     b_2 = p["b_2"]
     h_2 = np.empty((T + 1, B, 1), dtype=dtype)
     h_2[0] = h0[1]
-    h_2[1:] = h_1[1:] @ W_2 + b_2
+    np.matmul(h_1[1:], W_2, out=h_2[1:])
+    h_2[1:] += b_2
     for t in range(T):
-        h_2[t + 1] = np.tanh(h_2[t + 1] + h_2[t] @ V_2)
+        h_2[t + 1] += h_2[t] @ V_2
+        np.tanh(h_2[t + 1], out=h_2[t + 1])
     cache = {
         "params": p,
         "xs": xs,
@@ -106,9 +110,12 @@ def _backward(dtop, cache):
     W_2 = p["W_2"]
     V_2 = p["V_2"]
     b_2 = p["b_2"]
+    slope = (1 - h_2[1:] ** 2)
     delta_h_2 = np.zeros((T + 1, B, 1), dtype=dtype)
     for t in range(T - 1, -1, -1):
-        delta_h_2[t] = (g[t] + delta_h_2[t + 1] @ V_2.T) * (1 - h_2[t + 1] ** 2)
+        np.matmul(delta_h_2[t + 1], V_2.T, out=delta_h_2[t])
+        delta_h_2[t] += g[t]
+        delta_h_2[t] *= slope[t]
     delta_h_2_sum = delta_h_2[:-1]
     grads["W_2"] = np.tensordot(h_1[1:], delta_h_2_sum, axes=([0, 1], [0, 1]))
     grads["V_2"] = np.tensordot(h_2[:-1], delta_h_2_sum, axes=([0, 1], [0, 1]))
@@ -120,9 +127,12 @@ def _backward(dtop, cache):
     W_1 = p["W_1"]
     V_1 = p["V_1"]
     b_1 = p["b_1"]
+    slope = (1 - h_1[1:] ** 2)
     delta_h_1 = np.zeros((T + 1, B, 2), dtype=dtype)
     for t in range(T - 1, -1, -1):
-        delta_h_1[t] = (g[t] + delta_h_1[t + 1] @ V_1.T) * (1 - h_1[t + 1] ** 2)
+        np.matmul(delta_h_1[t + 1], V_1.T, out=delta_h_1[t])
+        delta_h_1[t] += g[t]
+        delta_h_1[t] *= slope[t]
     delta_h_1_sum = delta_h_1[:-1]
     grads["W_1"] = np.tensordot(xs, delta_h_1_sum, axes=([0, 1], [0, 1]))
     grads["V_1"] = np.tensordot(h_1[:-1], delta_h_1_sum, axes=([0, 1], [0, 1]))

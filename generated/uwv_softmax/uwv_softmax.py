@@ -57,9 +57,10 @@ def forward(params, xs, h0=None):
     W = p["W"]
     s = np.empty((T + 1, B, 4), dtype=dtype)
     s[0] = h0[0]
-    s[1:] = xs @ U.T
+    np.matmul(xs, U.T, out=s[1:])
     for t in range(T):
-        s[t + 1] = np.tanh(s[t + 1] + s[t] @ W.T)
+        s[t + 1] += s[t] @ W.T
+        np.tanh(s[t + 1], out=s[t + 1])
     cache = {
         "params": p,
         "xs": xs,
@@ -90,9 +91,12 @@ def _backward(dtop, cache):
     # layer 1
     U = p["U"]
     W = p["W"]
+    slope = (1 - s[1:] ** 2)
     delta_s = np.zeros((T + 1, B, 4), dtype=dtype)
     for t in range(T - 1, -1, -1):
-        delta_s[t] = (g[t] + delta_s[t + 1] @ W) * (1 - s[t + 1] ** 2)
+        np.matmul(delta_s[t + 1], W, out=delta_s[t])
+        delta_s[t] += g[t]
+        delta_s[t] *= slope[t]
     delta_s_sum = delta_s[:-1]
     grads["U"] = np.tensordot(delta_s_sum, xs, axes=([0, 1], [0, 1]))
     grads["W"] = np.tensordot(delta_s_sum, s[:-1], axes=([0, 1], [0, 1]))
