@@ -24,6 +24,7 @@ class Activation:
     latex: str          # the function's name in a handout
     value: sp.Expr      # f(u)
     slope: sp.Expr      # f'(u) written in v = f(u), the textbook form (tanh' = 1 - v**2)
+    slope_range: str    # where f' lies, for the vanishing-gradient remark of the handout
 
     def at(self, x: sp.Expr) -> sp.Expr:
         return self.value.xreplace({u: x})
@@ -36,11 +37,11 @@ class Activation:
 ACTIVATIONS: dict[str, Activation] = {
     row.name: row
     for row in (
-        Activation("tanh", r"\tanh", sp.tanh(u), 1 - v**2),
+        Activation("tanh", r"\tanh", sp.tanh(u), 1 - v**2, "(0, 1]"),
         # written through tanh so that a large |u| never overflows exp
-        Activation("sigmoid", r"\sigma", (1 + sp.tanh(u / 2)) / 2, v * (1 - v)),
-        Activation("relu", r"\operatorname{relu}", sp.Max(0, u), sp.Heaviside(v, 0)),
-        Activation("identity", r"\operatorname{id}", u, sp.Integer(1)),
+        Activation("sigmoid", r"\sigma", (1 + sp.tanh(u / 2)) / 2, v * (1 - v), "(0, 1/4]"),
+        Activation("relu", r"\operatorname{relu}", sp.Max(0, u), sp.Heaviside(v, 0), "{0, 1}"),
+        Activation("identity", r"\operatorname{id}", u, sp.Integer(1), "{1}"),
     )
 }
 

@@ -31,7 +31,7 @@ SLIPS = {
     ],
     "doc003": [
         "Document 003 writes some factors as dy/do_j; the chain always runs through o_3: "
-        "dL/dw_h = sum_j dL/dy dy/do_3 do_3/do_j d+o_j/dw_h, as in the path sums below.",
+        "dL/dw_h = sum_j dL/dy dy/do_3 do_3/do_j d+o_j/dw_h, as in the path sums above.",
     ],
     "d2l": [
         "Document 004 leaves the placement of the elementwise factor f'(a_t) ambiguous; it "
@@ -52,7 +52,7 @@ def tex_text(text: str) -> str:
 def views(spec: Spec, command: str) -> dict[str, dict]:
     view = _view(spec, command)
     tex = dict(view)
-    for key in ("name", "title", "command", "source", "check"):
+    for key in ("name", "title", "command", "source", "check", "slope_range"):
         tex[key] = tex_text(view[key])
     tex["slips"] = [tex_text(s) for s in view["slips"]]
     tex["table"] = [{**row, "python": tex_text(row["python"]), "role": tex_text(row["role"])} for row in view["table"]]
@@ -124,20 +124,23 @@ def _view(spec: Spec, command: str) -> dict:
     h = lambda time: sym("hidden", top, time)  # noqa: E731
     weight = sym("recurrent_weight", top)
     theta = sym("input_weight", 1)
-    window_low = sp.Max(1, t - spec.bptt.truncate + 1) if spec.bptt.truncate else 1
-    pred = d.unrolled.prediction(t)
-    chain = [Partial(sym("loss", None, t), pred)]
+    last = spec.loss.at == "last_step"
+    s = sp.Integer(T) if last else t      # the step of the loss term
+    window_low = sp.Max(1, s - spec.bptt.truncate + 1) if spec.bptt.truncate else 1
+    pred = d.unrolled.prediction(s)
+    chain = [Partial(sym("loss", None, s), pred)]
     if m.output_size:
-        chain.append(Partial(pred, h(t)))
-    chain += [sp.Product(Partial(h(j), h(j - 1)), (j, k + 1, t)), Partial(h(k), theta, True)]
-    inner = sp.Sum(sp.Mul(*chain), (k, window_low, t))
-    outer = sp.Sum(inner, (t, 1, T)) if spec.loss.at == "every_step" else inner.xreplace({t: T})
+        chain.append(Partial(pred, h(s)))
+    chain += [sp.Product(Partial(h(j), h(j - 1)), (j, k + 1, s)), Partial(h(k), theta, True)]
+    inner = sp.Sum(sp.Mul(*chain), (k, window_low, s))
+    outer = inner if last else sp.Sum(inner, (t, 1, T))
     path = {"lhs": P.doprint(Partial(sp.Symbol("L"), theta)), "op": "=", "rhs": P.doprint(outer),
             "label": f"eq:{spec.name}:pathsum"}
     col = (lambda e: e.T) if sym.row else (lambda e: e)
     body = act.slope.xreplace({v: u})
+    # diag() of a row or a column vector is the same matrix: keep the course's vector
     diag = sp.Identity(col(h(j)).shape[0]) if body == 1 else \
-        sp.matrices.expressions.diagonal.DiagMatrix(elementwise(body, col(h(j))))
+        sp.matrices.expressions.diagonal.DiagMatrix(elementwise(body, h(j)))
     jac = {"lhs": P.doprint(Partial(h(j), h(j - 1))), "op": "=",
            "rhs": P.doprint(sp.MatMul(diag, col(weight))), "label": f"eq:{spec.name}:jacobian"}
     product = {"lhs": P.doprint(Partial(h(t), h(k))), "op": "=",
@@ -155,5 +158,7 @@ def _view(spec: Spec, command: str) -> dict:
         "check": f"derive check --preset {spec.name}" if command.startswith("derive build --all") or "--preset" in command
         else f"derive check {spec.name}.toml",
         "delta_symbol": P.doprint(sym("delta", L, t)),
+        "h0": P.doprint(sym("hidden", 1, sp.Integer(0))),
+        "slope_range": act.slope_range,
     }
     return view

@@ -128,7 +128,10 @@ class HandoutLatexPrinter(LatexPrinter):
         return rf"\operatorname{{softmax}}\left({self._print(expr.args[0])}\right)"
 
     def _print_DiagMatrix(self, expr: sp.Expr) -> str:
-        return rf"\operatorname{{diag}}\left({self._print(expr.args[0])}\right)"
+        arg = expr.args[0]
+        text = self._print(arg)
+        wrapped = isinstance(arg, ElementwiseApplyFunction) and isinstance(arg.function.expr, sp.Add)
+        return rf"\operatorname{{diag}}{text}" if wrapped else rf"\operatorname{{diag}}\left({text}\right)"
 
     def _print_OneMatrix(self, expr: sp.OneMatrix) -> str:
         return r"\mathbf{1}"
