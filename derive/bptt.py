@@ -96,9 +96,9 @@ def loss_scale(spec: Spec, symbolic: bool = False) -> sp.Expr:
     """
     if spec.loss.reduction != "mean":
         return sp.Integer(1)
-    steps = STEPS if symbolic else spec.bptt.steps
-    batch = BATCH if symbolic else 1
-    return 1 / (batch * steps) if spec.loss.at == "every_step" else sp.Integer(1) / batch
+    steps = STEPS if symbolic else sp.Integer(spec.bptt.steps)
+    batch = BATCH if symbolic else sp.Integer(1)
+    return 1 / (batch * steps) if spec.loss.at == "every_step" else 1 / batch
 
 
 @dataclass
@@ -227,7 +227,7 @@ class StepRule:
     output_delta: Assign | None     # delta^y_t from the fused output rule
     output_uses: dict[sp.MatrixSymbol, sp.MatrixExpr]
     top_upstream: sp.MatrixExpr | None   # gradient reaching h^L_t from the output layer
-    initial: dict[int, sp.MatrixExpr]     # gradient reaching h^l_0 = the h0 gradient rule
+    initial: dict[int, sp.MatrixExpr]     # gradient reaching h^l_0: the h0 gradient rule
 
 
 def step_rule(spec: Spec) -> StepRule:
@@ -277,7 +277,8 @@ def step_rule(spec: Spec) -> StepRule:
     for rule in layers:
         a1 = [a for a in step(sym, sp.Integer(1)) if a.layer == rule.layer and sym.info[a.lhs].role == "pre_activation"][0]
         back = reverse([a1], [], sym, givens={a1.lhs: None})
-        initial[rule.layer] = back.leaves[sym("hidden", rule.layer, sp.Integer(0))]
+        parts = back.leaves[sym("hidden", rule.layer, sp.Integer(0))]
+        initial[rule.layer] = sp.MatAdd(*parts) if len(parts) > 1 else parts[0]
     return StepRule(spec, sym, layers, outs, output_delta, output_uses, top, initial)
 
 
@@ -293,7 +294,8 @@ def path_sums(spec: Spec, unrolled: Unrolled | None = None) -> dict[sp.MatrixSym
     unrolled = unrolled or unroll(spec)
     sym, m = unrolled.sym, spec.model
     L, T, k_max = m.layers, spec.bptt.steps, spec.bptt.truncate or spec.bptt.steps
-    col = (lambda e: e.T) if sym.row else (lambda e: e)
+    # unevaluated transposes: letting SymPy distribute them over long products is slow
+    col = (lambda e: sp.Transpose(e)) if sym.row else (lambda e: e)
     W = {l: col(sym("input_weight", l)) for l in range(1, L + 1)}
     U = {l: col(sym("recurrent_weight", l)) for l in range(1, L + 1)}
     act = ACTIVATIONS[m.activation]

@@ -43,6 +43,10 @@ class Model:
     bias: bool = True
     cell: str = "elman"
 
+    def __post_init__(self) -> None:
+        if isinstance(self.hidden_sizes, list):   # a list from Python code reads naturally
+            object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))
+
     @property
     def layers(self) -> int:
         return len(self.hidden_sizes)

@@ -355,10 +355,10 @@ BAD: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("symbol-soft-keyword", change("notation.names.hidden", "match"), "notation.names.hidden: 'match' is reserved"),
     ("symbol-builtin", change("notation.names.bias", "sum"), "notation.names.bias: 'sum' is reserved"),
     ("symbol-module-name", change("notation.names.hidden", "xs"), "notation.names.hidden: 'xs' is reserved"),
-    ("symbol-gradient-name-reserved", change("notation.names.pre_activation", "T"),
-     "notation.names.pre_activation: 'T' is reserved"),
+    ("symbol-module-name-T", change("notation.names.hidden", "T"), "notation.names.hidden: 'T' is reserved"),
     ("symbol-clash", change("notation.names.input_weight", "W_hh"), "'W_hh' is already used"),
-    ("symbol-clash-with-gradient", change("notation.names.hidden", "dW_xh"), "'dW_xh' is already used"),
+    ("symbol-clash-with-delta-array", change("notation.names.output_weight", "delta_h"),
+     "notation.names.hidden: 'delta_h' is already used"),
     # unknown roles
     ("unknown-role", change("notation.names.weight", "W"), "notation.names.weight: unknown role"),
     ("fixed-role-delta", change("notation.names.delta", "d"), "notation.names.delta: unknown role"),

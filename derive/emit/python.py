@@ -78,7 +78,7 @@ def module_view(spec: Spec, command: str, template: str) -> dict:
         # the gradient sent below: per age for a lower layer, summed for xs
         down_ages = printer({sym("delta", l, t): f"{delta[l]}[:-1]"}).vector(lr.down)
         down_sum = printer({sym("delta", l, t): total}).vector(lr.down)
-        h0 = printer({sym("delta", l, sp.Integer(1)): f"{total}[0]"}).vector(lr_initial(rule, l))
+        h0 = printer({sym("delta", l, sp.Integer(1)): f"{total}[0]"}).vector(rule.initial[l])
         layers.append({
             "layer": l, "h": h[l], "delta": delta[l], "size": m.hidden_sizes[l - 1],
             "forward_all": forward_all, "forward_step": forward_step,
@@ -128,11 +128,6 @@ def module_view(spec: Spec, command: str, template: str) -> dict:
 def _sigmoid_of(sym) -> sp.MatrixExpr:
     from derive.unroll import elementwise
     return elementwise(ACTIVATIONS["sigmoid"].value, sym("logits", None, t))
-
-
-def lr_initial(rule: bptt.StepRule, layer: int) -> sp.MatrixExpr:
-    parts = rule.initial[layer]
-    return sp.MatAdd(*parts) if len(parts) > 1 else parts[0]
 
 
 def _step_equation(rule: bptt.StepRule, lr: bptt.LayerRule) -> str:
