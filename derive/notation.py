@@ -24,7 +24,7 @@ LAYER_ROLES = ("input_weight", "recurrent_weight", "bias", "hidden", "pre_activa
 #: Names the generated module uses for itself; a symbol may not shadow them.
 RESERVED = frozenset({
     "np", "xs", "hs", "h0", "params", "cache", "grads", "targets", "dhs", "loss", "t", "T",
-    "B", "k", "p", "g", "y", "slope", "seed", "scale", "rng", "dtype", "ys", "probs", "logits",
+    "B", "k", "p", "g", "gv", "y", "tmp", "slope", "seed", "scale", "rng", "dtype", "ys", "probs", "logits",
     "dlogits", "dtop", "name", "info", "shape", "value", "steps", "PARAMS", "LAYOUT", "SPEC",
     "forward", "backward", "predict", "init_params", "loss_and_grads", "annotations",
 })
@@ -178,6 +178,7 @@ class Names:
                 python = self.python(role, layer)
                 key = f"notation.names.{role}"
                 out.append((key, python))
-                if role == "hidden":
-                    out += [(key, f"delta_{python}"), (key, f"delta_{python}_sum")]
+                if role == "hidden":   # the arrays and per-step views the module derives from h
+                    out += [(key, f"{python}v"), (key, f"delta_{python}"), (key, f"delta_{python}v"),
+                            (key, f"delta_{python}_sum")]
         return out

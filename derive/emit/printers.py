@@ -153,11 +153,14 @@ class LoopCodePrinter(NumPyPrinter):
 
     _module = "np"
 
-    def __init__(self, sym: Symbols, refs: dict[sp.MatrixSymbol, str]):
+    def __init__(self, sym: Symbols, refs: dict[sp.MatrixSymbol, str], steps: bool = False):
         super().__init__({"fully_qualified_modules": True, "strict": True})
         self.sym = sym
         self.refs = refs
         self.column = not sym.row
+        #: the refs are whole sequences (T, B, n): products over them become one matrix
+        #: product over the rows of all steps (NumPy's stacked matmul is several times slower)
+        self.steps = steps
         self._bound: dict[sp.Symbol, str] = {}
 
     def _module_format(self, fqn: str, register: bool = True) -> str:
@@ -208,6 +211,8 @@ class LoopCodePrinter(NumPyPrinter):
             # a row times a column: one inner product per batch row, both printed as rows
             a, b = self._paren(factors[0]), self._paren(factors[1].T)
             body = f"np.sum({a} * {b}, axis=-1, keepdims=True)"
+        elif self.steps and len(factors) == 2 and self._is_sequence(factors[0]):
+            body = f"_matmul_steps({self._paren(factors[0])}, {self._paren(factors[1])})"
         else:
             body = " @ ".join(self._paren(f) for f in factors)
         if coeff == 1:
@@ -215,6 +220,11 @@ class LoopCodePrinter(NumPyPrinter):
         if coeff == -1:
             return f"-{body}"
         return f"{self._print(coeff)} * {body}"
+
+    def _is_sequence(self, expr: sp.Expr) -> bool:
+        """A vector quantity printed as rows (its transpose in column layout)."""
+        arg = expr.arg if isinstance(expr, sp.Transpose) else expr
+        return self._is_vector(arg) and (isinstance(expr, sp.Transpose) == self.column)
 
     def _paren(self, expr: sp.Expr) -> str:
         text = self._print(expr)
@@ -268,7 +278,9 @@ class LoopCodePrinter(NumPyPrinter):
         lines = []
         if product is not None:
             a, b = (self._paren(f) for f in product.args)
-            lines.append(f"np.matmul({a}, {b}, out={target})")
+            # np.dot into a preallocated row: the least overhead per call inside a loop
+            call = "_matmul_steps" if self.steps else "np.dot"
+            lines.append(f"{call}({a}, {b}, out={target})")
             terms = [e for e in terms if e is not product]
         else:
             lines.append(f"{target}[...] = {self._print(terms[0])}")
@@ -309,7 +321,7 @@ class LoopCodePrinter(NumPyPrinter):
         coeff, factors = expr.as_coeff_matrices()
         if coeff == 1 and len(factors) == 2:
             arrays = [self.refs[f.arg if isinstance(f, sp.Transpose) else f] for f in factors]
-            return f"np.tensordot({arrays[0]}, {arrays[1]}, axes=([0, 1], [0, 1]))"
+            return f"_contract_steps({arrays[0]}, {arrays[1]})"
         raise TypeError(f"no contraction over steps for {expr}")
 
 

@@ -44,47 +44,66 @@ def module_view(spec: Spec, command: str, template: str) -> dict:
     delta = {l: "delta_" + h[l] for l in range(1, L + 1)}
     refs: dict = {p: names.python(sym.info[p].role, sym.info[p].layer) for p in sym.params()}
 
-    def printer(extra: dict) -> LoopCodePrinter:
-        return LoopCodePrinter(sym, {**refs, **extra})
+    def printer(extra: dict, steps: bool = False) -> LoopCodePrinter:
+        return LoopCodePrinter(sym, {**refs, **extra}, steps)
 
     layers = []
     for lr in rule.layers:
         l = lr.layer
+        H = m.hidden_sizes[l - 1]
+        hv, dv = f"{h[l]}v", f"{delta[l]}v"   # lists of per-step views: cheap to index
         below_step = sym("input", None, t) if l == 1 else sym("hidden", l - 1, t)
         below_all = "xs" if l == 1 else f"{h[l - 1]}[1:]"
-        # forward: the projection of all steps written into h[1:], then per step the
-        # recurrent term added and the activation applied, both in place
-        forward_all = printer({below_step: below_all}).accumulate(f"{h[l]}[1:]", lr.projection)
-        step = printer({sym("hidden", l, t - 1): f"{h[l]}[t]"})
-        forward_step = [f"{h[l]}[t + 1] += {step.vector(lr.recurrence)}",
-                        *step.activate(f"{h[l]}[t + 1]", lr.activation.function)]
-        # backward: delta_t = (upstream + recurrent term) * slope, the slope of all steps
-        # computed once from the stored h (tanh' = 1 - h^2), the sum written in place
-        older = f"_older({delta[l]}[t + 1])" if k else f"{delta[l]}[t + 1]"
+        # forward: the projection of all steps is one matrix product written into h[1:];
+        # per step the recurrent term is added and the activation applied, in place
+        forward_all = printer({below_step: below_all}, steps=True).accumulate(f"{h[l]}[1:]", lr.projection)
+        step = printer({sym("hidden", l, t - 1): f"{hv}[t]"})
+        forward_step = [*step.accumulate("tmp", lr.recurrence), f"{hv}[t + 1] += tmp",
+                        *step.activate(f"{hv}[t + 1]", lr.activation.function)]
+        # backward: delta_t = (upstream + recurrent term) * slope; the slope of all steps
+        # comes at once from the stored h (tanh' = 1 - h^2)
         delta_rule = lr.delta[0].rhs
         total_part, slope_part = (delta_rule.args if isinstance(delta_rule, sp.HadamardProduct)
                                   else (delta_rule, None))
-        step_refs = {sym("hidden_grad", l, t): "g[t]", sym("delta", l, t + 1): older}
-        backward_step = printer(step_refs).accumulate(f"{delta[l]}[t]", total_part)
-        slope = None
-        if slope_part is not None:
-            slope = printer({sym("hidden", l, t): f"{h[l]}[1:]"}).vector(slope_part)
-            backward_step.append(f"{delta[l]}[t] *= slope[t]")
+        slope = None if slope_part is None else \
+            printer({sym("hidden", l, t): f"{h[l]}[1:]"}, steps=True).vector(slope_part)
+        if k:
+            # each delta carries an age axis; delta_{t+1} is read one step older
+            step_refs = {sym("hidden_grad", l, t): "g[t]", sym("delta", l, t + 1): f"_older({delta[l]}[t + 1])"}
+            setup = [f"{delta[l]} = np.zeros((T + 1, _TRUNCATE, B, {H}), dtype=dtype)"]
+            if slope:
+                setup.insert(0, f"slope = {slope}")
+            backward_step = printer(step_refs).accumulate(f"{delta[l]}[t]", total_part)
+            backward_step += [f"{delta[l]}[t] *= slope[t]"] if slope else []
+            total_line = f"{delta[l]}[:-1].sum(axis=1)"
+        elif slope:
+            # the slope is written into the delta buffer, which then becomes the delta
+            step_refs = {sym("hidden_grad", l, t): "gv[t]", sym("delta", l, t + 1): f"{dv}[t + 1]"}
+            setup = [f"{delta[l]} = np.empty((T + 1, B, {H}), dtype=dtype)", f"{delta[l]}[-1] = 0",
+                     f"{delta[l]}[:-1] = {slope}", f"{dv}, gv = list({delta[l]}), list(g)"]
+            backward_step = [*printer(step_refs).accumulate("tmp", total_part), f"{dv}[t] *= tmp"]
+            total_line = f"{delta[l]}[:-1]"
+        else:
+            step_refs = {sym("hidden_grad", l, t): "gv[t]", sym("delta", l, t + 1): f"{dv}[t + 1]"}
+            setup = [f"{delta[l]} = np.zeros((T + 1, B, {H}), dtype=dtype)",
+                     f"{dv}, gv = list({delta[l]}), list(g)"]
+            backward_step = printer(step_refs).accumulate(f"{dv}[t]", total_part)
+            total_line = f"{delta[l]}[:-1]"
         total = f"{delta[l]}_sum"
         total_refs = {sym("delta", l, t): total, below_step: below_all,
                       sym("hidden", l, t - 1): f"{h[l]}[:-1]"}
-        grads = [{"name": refs[p], "expr": printer(total_refs).total(e)} for p, e in lr.uses.items()]
+        grads = [{"name": refs[p], "expr": printer(total_refs, steps=True).total(e)} for p, e in lr.uses.items()]
         grads.sort(key=lambda g: [x["name"] for x in params].index(g["name"]))
         # the gradient sent below: per age for a lower layer, summed for xs
-        down_ages = printer({sym("delta", l, t): f"{delta[l]}[:-1]"}).vector(lr.down)
-        down_sum = printer({sym("delta", l, t): total}).vector(lr.down)
+        down_ages = printer({sym("delta", l, t): f"{delta[l]}[:-1]"}, steps=True).vector(lr.down)
+        down_sum = printer({sym("delta", l, t): total}, steps=True).vector(lr.down)
         h0 = printer({sym("delta", l, sp.Integer(1)): f"{total}[0]"}).vector(rule.initial[l])
         layers.append({
-            "layer": l, "h": h[l], "delta": delta[l], "size": m.hidden_sizes[l - 1],
+            "layer": l, "h": h[l], "hv": hv, "delta": delta[l], "size": H,
             "forward_all": forward_all, "forward_step": forward_step,
-            "backward_step": backward_step, "grads": grads, "slope": slope,
-            "total": total, "down": down_ages if l > 1 else down_sum, "down_is_xs": l == 1,
-            "h0": h0, "eq": _step_equation(rule, lr),
+            "backward_setup": setup, "backward_step": backward_step, "total_line": total_line,
+            "grads": grads, "total": total, "down": down_ages if l > 1 else down_sum,
+            "down_is_xs": l == 1, "h0": h0,
             "param_locals": [x["name"] for x in params if x["layer"] == l],
         })
     output = None
@@ -92,7 +111,7 @@ def module_view(spec: Spec, command: str, template: str) -> dict:
     if m.output_size:
         o_refs = {top: "hs", sym("logits", None, t): "logits", sym("output", None, t): "probs",
                   sym("target", None, t): "y", sym("upstream", None, t): "targets"}
-        pr = printer(o_refs)
+        pr = printer(o_refs, steps=True)
         logits_expr = next(a.rhs for a in rule.output if sym.info[a.lhs].role == "logits")
         pred = [a.rhs for a in rule.output if sym.info[a.lhs].role == "output"]
         d_refs = {**o_refs, sym("output_delta", None, t): "dlogits"}
@@ -100,19 +119,19 @@ def module_view(spec: Spec, command: str, template: str) -> dict:
             "logits": pr.vector(logits_expr),
             "prediction": pr.vector(pred[0]) if pred else "logits",
             "dlogits": pr.vector(rule.output_delta.rhs),
-            "dtop": printer(d_refs).vector(rule.top_upstream),
-            "grads": [{"name": refs[p], "expr": printer(d_refs).total(e)} for p, e in rule.output_uses.items()],
+            "dtop": printer(d_refs, steps=True).vector(rule.top_upstream),
+            "grads": [{"name": refs[p], "expr": printer(d_refs, steps=True).total(e)} for p, e in rule.output_uses.items()],
             "locals": [x["name"] for x in params if x["layer"] == L + 1],
         }
         probs = ("_softmax(logits)" if m.output_activation == "softmax" or spec.loss.kind == "cross_entropy"
                  else output["prediction"])
         if spec.loss.kind == "bce":
-            probs = printer({sym("logits", None, t): "logits"}).vector(_sigmoid_of(sym))
+            probs = printer({sym("logits", None, t): "logits"}, steps=True).vector(_sigmoid_of(sym))
         output["probs"] = probs
         dtop = None
     else:  # no output layer: the loss (or the upstream gradient) acts on the top hidden states
         d_refs = {top: "hs", sym("target", None, t): "targets", sym("upstream", None, t): "targets"}
-        dtop = printer(d_refs).vector(rule.top_upstream)
+        dtop = printer(d_refs, steps=True).vector(rule.top_upstream)
     return {
         "name": spec.name, "title": spec.title or spec.name, "command": command, "template": template,
         "params": params, "layout": spec.layout, "spec_repr": pprint.pformat(spec.to_dict(), sort_dicts=False, width=88),
@@ -122,16 +141,13 @@ def module_view(spec: Spec, command: str, template: str) -> dict:
         "mean": spec.loss.reduction == "mean", "truncate": k, "clip": repr(float(spec.bptt.clip)),
         "hidden_sizes": repr(list(m.hidden_sizes)), "reversed_layers": list(reversed(layers)),
         "output_activation": m.output_activation,
+        "style_note": "loop style", "math_note": "'s generic step rule",
     }
 
 
 def _sigmoid_of(sym) -> sp.MatrixExpr:
     from derive.unroll import elementwise
     return elementwise(ACTIVATIONS["sigmoid"].value, sym("logits", None, t))
-
-
-def _step_equation(rule: bptt.StepRule, lr: bptt.LayerRule) -> str:
-    return f"eq:delta-rule-{lr.layer}"
 
 
 def unrolled_view(spec: Spec, command: str, template: str) -> dict:
@@ -193,7 +209,8 @@ def unrolled_view(spec: Spec, command: str, template: str) -> dict:
                 for time in range(1, T + 1)]
     h0_grads = [{"index": l - 1, "expr": pr.vector(leaves[sym("hidden", l, sp.Integer(0))])}
                 for l in range(1, L + 1)]
-    view.update({"steps": T, "forward_steps": forward_steps, "deltas": deltas,
+    view.update({"style_note": f"unrolled for T = {T}", "math_note": ", labelled with its handout equation",
+                 "steps": T, "forward_steps": forward_steps, "deltas": deltas,
                  "unrolled_grads": grads, "xs_grads": xs_grads, "h0_grads": h0_grads})
     return view
 

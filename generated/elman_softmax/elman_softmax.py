@@ -60,11 +60,13 @@ def forward(params, xs, h0=None):
     b_h = p["b_h"]
     h = np.empty((T + 1, B, 4), dtype=dtype)
     h[0] = h0[0]
-    np.matmul(xs, W_xh.T, out=h[1:])
+    _matmul_steps(xs, W_xh.T, out=h[1:])
     h[1:] += b_h
+    hv, tmp = list(h), np.empty((B, 4), dtype=dtype)
     for t in range(T):
-        h[t + 1] += h[t] @ W_hh.T
-        np.tanh(h[t + 1], out=h[t + 1])
+        np.dot(hv[t], W_hh.T, out=tmp)
+        hv[t + 1] += tmp
+        np.tanh(hv[t + 1], out=hv[t + 1])
     cache = {
         "params": p,
         "xs": xs,
@@ -97,18 +99,21 @@ def _backward(dtop, cache):
     W_xh = p["W_xh"]
     W_hh = p["W_hh"]
     b_h = p["b_h"]
-    slope = (1 - h[1:] ** 2)
-    delta_h = np.zeros((T + 1, B, 4), dtype=dtype)
+    delta_h = np.empty((T + 1, B, 4), dtype=dtype)
+    delta_h[-1] = 0
+    delta_h[:-1] = (1 - h[1:] ** 2)
+    delta_hv, gv = list(delta_h), list(g)
+    tmp = np.empty((B, 4), dtype=dtype)
     for t in range(T - 1, -1, -1):
-        np.matmul(delta_h[t + 1], W_hh, out=delta_h[t])
-        delta_h[t] += g[t]
-        delta_h[t] *= slope[t]
+        np.dot(delta_hv[t + 1], W_hh, out=tmp)
+        tmp += gv[t]
+        delta_hv[t] *= tmp
     delta_h_sum = delta_h[:-1]
-    grads["W_xh"] = np.tensordot(delta_h_sum, xs, axes=([0, 1], [0, 1]))
-    grads["W_hh"] = np.tensordot(delta_h_sum, h[:-1], axes=([0, 1], [0, 1]))
+    grads["W_xh"] = _contract_steps(delta_h_sum, xs)
+    grads["W_hh"] = _contract_steps(delta_h_sum, h[:-1])
     grads["b_h"] = delta_h_sum.sum(axis=(0, 1))
     grads["h0", 0] = delta_h_sum[0] @ W_hh
-    grads["xs"] = delta_h_sum @ W_xh
+    grads["xs"] = _matmul_steps(delta_h_sum, W_xh)
     return grads
 
 
@@ -118,7 +123,7 @@ def predict(params, xs, h0=None):
     p = cache["params"]
     W_hy = p["W_hy"]
     b_y = p["b_y"]
-    logits = hs @ W_hy.T + b_y
+    logits = _matmul_steps(hs, W_hy.T) + b_y
     return _softmax(logits)
 
 
@@ -131,14 +136,14 @@ def loss_and_grads(params, xs, targets, h0=None):
     p = cache["params"]
     W_hy = p["W_hy"]
     b_y = p["b_y"]
-    logits = hs @ W_hy.T + b_y
+    logits = _matmul_steps(hs, W_hy.T) + b_y
     y = _one_hot(targets, 3, dtype)
     probs = _softmax(logits)
     loss = _loss_cross_entropy(logits, y)
     dlogits = probs - y
-    dtop = dlogits @ W_hy
+    dtop = _matmul_steps(dlogits, W_hy)
     grads = {
-        "W_hy": np.tensordot(dlogits, hs, axes=([0, 1], [0, 1])),
+        "W_hy": _contract_steps(dlogits, hs),
         "b_y": dlogits.sum(axis=(0, 1)),
     }
     grads.update(_backward(dtop, cache))
@@ -157,6 +162,20 @@ def _finish(grads):
     out["xs"] = grads["xs"]
     out["h0"] = [grads["h0", layer] for layer in range(len(_HIDDEN))]
     return out
+
+
+def _matmul_steps(a, b, out=None):
+    """a @ b for every step (and age) at once: one matrix product over all their rows."""
+    rows = a.reshape(-1, a.shape[-1])
+    if out is None:
+        return (rows @ b).reshape(a.shape[:-1] + (b.shape[-1],))
+    np.matmul(rows, b, out=out.reshape(-1, out.shape[-1]))
+    return out
+
+
+def _contract_steps(a, b):
+    """The sum over steps and batch rows of a_t^T b_t, as one matrix product."""
+    return a.reshape(-1, a.shape[-1]).T @ b.reshape(-1, b.shape[-1])
 
 
 def _older(delta):

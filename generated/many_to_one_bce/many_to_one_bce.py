@@ -57,10 +57,12 @@ def forward(params, xs, h0=None):
     w_h = p["w_h"]
     o = np.empty((T + 1, B, 1), dtype=dtype)
     o[0] = h0[0]
-    np.matmul(xs, w_i, out=o[1:])
+    _matmul_steps(xs, w_i, out=o[1:])
+    ov, tmp = list(o), np.empty((B, 1), dtype=dtype)
     for t in range(T):
-        o[t + 1] += o[t] @ w_h
-        np.tanh(o[t + 1], out=o[t + 1])
+        np.dot(ov[t], w_h, out=tmp)
+        ov[t + 1] += tmp
+        np.tanh(ov[t + 1], out=ov[t + 1])
     cache = {
         "params": p,
         "xs": xs,
@@ -91,17 +93,20 @@ def _backward(dtop, cache):
     # layer 1
     w_i = p["w_i"]
     w_h = p["w_h"]
-    slope = (1 - o[1:] ** 2)
-    delta_o = np.zeros((T + 1, B, 1), dtype=dtype)
+    delta_o = np.empty((T + 1, B, 1), dtype=dtype)
+    delta_o[-1] = 0
+    delta_o[:-1] = (1 - o[1:] ** 2)
+    delta_ov, gv = list(delta_o), list(g)
+    tmp = np.empty((B, 1), dtype=dtype)
     for t in range(T - 1, -1, -1):
-        np.matmul(delta_o[t + 1], w_h.T, out=delta_o[t])
-        delta_o[t] += g[t]
-        delta_o[t] *= slope[t]
+        np.dot(delta_ov[t + 1], w_h.T, out=tmp)
+        tmp += gv[t]
+        delta_ov[t] *= tmp
     delta_o_sum = delta_o[:-1]
-    grads["w_i"] = np.tensordot(xs, delta_o_sum, axes=([0, 1], [0, 1]))
-    grads["w_h"] = np.tensordot(o[:-1], delta_o_sum, axes=([0, 1], [0, 1]))
+    grads["w_i"] = _contract_steps(xs, delta_o_sum)
+    grads["w_h"] = _contract_steps(o[:-1], delta_o_sum)
     grads["h0", 0] = delta_o_sum[0] @ w_h.T
-    grads["xs"] = delta_o_sum @ w_i.T
+    grads["xs"] = _matmul_steps(delta_o_sum, w_i.T)
     return grads
 
 
@@ -110,7 +115,7 @@ def predict(params, xs, h0=None):
     hs, cache = forward(params, xs, h0)
     p = cache["params"]
     w_o = p["w_o"]
-    logits = hs @ w_o
+    logits = _matmul_steps(hs, w_o)
     return ((1 / 2)*np.tanh((1 / 2)*logits) + 1 / 2)
 
 
@@ -123,14 +128,14 @@ def loss_and_grads(params, xs, targets, h0=None):
     targets = _check_targets(targets, B, dtype)[None]
     p = cache["params"]
     w_o = p["w_o"]
-    logits = hs @ w_o
+    logits = _matmul_steps(hs, w_o)
     y = targets
     probs = ((1 / 2)*np.tanh((1 / 2)*logits) + 1 / 2)
     loss = _loss_bce(logits, y)
     dlogits = probs - y
-    dtop = dlogits @ w_o.T
+    dtop = _matmul_steps(dlogits, w_o.T)
     grads = {
-        "w_o": np.tensordot(hs, dlogits, axes=([0, 1], [0, 1])),
+        "w_o": _contract_steps(hs, dlogits),
     }
     dtop = np.concatenate([np.zeros((T - 1,) + dtop.shape[1:], dtype=dtype), dtop])
     grads.update(_backward(dtop, cache))
@@ -149,6 +154,20 @@ def _finish(grads):
     out["xs"] = grads["xs"]
     out["h0"] = [grads["h0", layer] for layer in range(len(_HIDDEN))]
     return out
+
+
+def _matmul_steps(a, b, out=None):
+    """a @ b for every step (and age) at once: one matrix product over all their rows."""
+    rows = a.reshape(-1, a.shape[-1])
+    if out is None:
+        return (rows @ b).reshape(a.shape[:-1] + (b.shape[-1],))
+    np.matmul(rows, b, out=out.reshape(-1, out.shape[-1]))
+    return out
+
+
+def _contract_steps(a, b):
+    """The sum over steps and batch rows of a_t^T b_t, as one matrix product."""
+    return a.reshape(-1, a.shape[-1]).T @ b.reshape(-1, b.shape[-1])
 
 
 def _older(delta):

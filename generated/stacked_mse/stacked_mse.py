@@ -61,11 +61,13 @@ def forward(params, xs, h0=None):
     b_1 = p["b_1"]
     h_1 = np.empty((T + 1, B, 2), dtype=dtype)
     h_1[0] = h0[0]
-    np.matmul(xs, W_1, out=h_1[1:])
+    _matmul_steps(xs, W_1, out=h_1[1:])
     h_1[1:] += b_1
+    h_1v, tmp = list(h_1), np.empty((B, 2), dtype=dtype)
     for t in range(T):
-        h_1[t + 1] += h_1[t] @ V_1
-        np.tanh(h_1[t + 1], out=h_1[t + 1])
+        np.dot(h_1v[t], V_1, out=tmp)
+        h_1v[t + 1] += tmp
+        np.tanh(h_1v[t + 1], out=h_1v[t + 1])
 
     # layer 2: input projection of all steps at once, then the recurrence
     W_2 = p["W_2"]
@@ -73,11 +75,13 @@ def forward(params, xs, h0=None):
     b_2 = p["b_2"]
     h_2 = np.empty((T + 1, B, 1), dtype=dtype)
     h_2[0] = h0[1]
-    np.matmul(h_1[1:], W_2, out=h_2[1:])
+    _matmul_steps(h_1[1:], W_2, out=h_2[1:])
     h_2[1:] += b_2
+    h_2v, tmp = list(h_2), np.empty((B, 1), dtype=dtype)
     for t in range(T):
-        h_2[t + 1] += h_2[t] @ V_2
-        np.tanh(h_2[t + 1], out=h_2[t + 1])
+        np.dot(h_2v[t], V_2, out=tmp)
+        h_2v[t + 1] += tmp
+        np.tanh(h_2v[t + 1], out=h_2v[t + 1])
     cache = {
         "params": p,
         "xs": xs,
@@ -110,35 +114,41 @@ def _backward(dtop, cache):
     W_2 = p["W_2"]
     V_2 = p["V_2"]
     b_2 = p["b_2"]
-    slope = (1 - h_2[1:] ** 2)
-    delta_h_2 = np.zeros((T + 1, B, 1), dtype=dtype)
+    delta_h_2 = np.empty((T + 1, B, 1), dtype=dtype)
+    delta_h_2[-1] = 0
+    delta_h_2[:-1] = (1 - h_2[1:] ** 2)
+    delta_h_2v, gv = list(delta_h_2), list(g)
+    tmp = np.empty((B, 1), dtype=dtype)
     for t in range(T - 1, -1, -1):
-        np.matmul(delta_h_2[t + 1], V_2.T, out=delta_h_2[t])
-        delta_h_2[t] += g[t]
-        delta_h_2[t] *= slope[t]
+        np.dot(delta_h_2v[t + 1], V_2.T, out=tmp)
+        tmp += gv[t]
+        delta_h_2v[t] *= tmp
     delta_h_2_sum = delta_h_2[:-1]
-    grads["W_2"] = np.tensordot(h_1[1:], delta_h_2_sum, axes=([0, 1], [0, 1]))
-    grads["V_2"] = np.tensordot(h_2[:-1], delta_h_2_sum, axes=([0, 1], [0, 1]))
+    grads["W_2"] = _contract_steps(h_1[1:], delta_h_2_sum)
+    grads["V_2"] = _contract_steps(h_2[:-1], delta_h_2_sum)
     grads["b_2"] = delta_h_2_sum.sum(axis=(0, 1))
     grads["h0", 1] = delta_h_2_sum[0] @ V_2.T
-    g = delta_h_2[:-1] @ W_2.T
+    g = _matmul_steps(delta_h_2[:-1], W_2.T)
 
     # layer 1
     W_1 = p["W_1"]
     V_1 = p["V_1"]
     b_1 = p["b_1"]
-    slope = (1 - h_1[1:] ** 2)
-    delta_h_1 = np.zeros((T + 1, B, 2), dtype=dtype)
+    delta_h_1 = np.empty((T + 1, B, 2), dtype=dtype)
+    delta_h_1[-1] = 0
+    delta_h_1[:-1] = (1 - h_1[1:] ** 2)
+    delta_h_1v, gv = list(delta_h_1), list(g)
+    tmp = np.empty((B, 2), dtype=dtype)
     for t in range(T - 1, -1, -1):
-        np.matmul(delta_h_1[t + 1], V_1.T, out=delta_h_1[t])
-        delta_h_1[t] += g[t]
-        delta_h_1[t] *= slope[t]
+        np.dot(delta_h_1v[t + 1], V_1.T, out=tmp)
+        tmp += gv[t]
+        delta_h_1v[t] *= tmp
     delta_h_1_sum = delta_h_1[:-1]
-    grads["W_1"] = np.tensordot(xs, delta_h_1_sum, axes=([0, 1], [0, 1]))
-    grads["V_1"] = np.tensordot(h_1[:-1], delta_h_1_sum, axes=([0, 1], [0, 1]))
+    grads["W_1"] = _contract_steps(xs, delta_h_1_sum)
+    grads["V_1"] = _contract_steps(h_1[:-1], delta_h_1_sum)
     grads["b_1"] = delta_h_1_sum.sum(axis=(0, 1))
     grads["h0", 0] = delta_h_1_sum[0] @ V_1.T
-    grads["xs"] = delta_h_1_sum @ W_1.T
+    grads["xs"] = _matmul_steps(delta_h_1_sum, W_1.T)
     return grads
 
 
@@ -173,6 +183,20 @@ def _finish(grads):
     out["xs"] = grads["xs"]
     out["h0"] = [grads["h0", layer] for layer in range(len(_HIDDEN))]
     return out
+
+
+def _matmul_steps(a, b, out=None):
+    """a @ b for every step (and age) at once: one matrix product over all their rows."""
+    rows = a.reshape(-1, a.shape[-1])
+    if out is None:
+        return (rows @ b).reshape(a.shape[:-1] + (b.shape[-1],))
+    np.matmul(rows, b, out=out.reshape(-1, out.shape[-1]))
+    return out
+
+
+def _contract_steps(a, b):
+    """The sum over steps and batch rows of a_t^T b_t, as one matrix product."""
+    return a.reshape(-1, a.shape[-1]).T @ b.reshape(-1, b.shape[-1])
 
 
 def _older(delta):

@@ -57,10 +57,12 @@ def forward(params, xs, h0=None):
     W = p["W"]
     s = np.empty((T + 1, B, 4), dtype=dtype)
     s[0] = h0[0]
-    np.matmul(xs, U.T, out=s[1:])
+    _matmul_steps(xs, U.T, out=s[1:])
+    sv, tmp = list(s), np.empty((B, 4), dtype=dtype)
     for t in range(T):
-        s[t + 1] += s[t] @ W.T
-        np.tanh(s[t + 1], out=s[t + 1])
+        np.dot(sv[t], W.T, out=tmp)
+        sv[t + 1] += tmp
+        np.tanh(sv[t + 1], out=sv[t + 1])
     cache = {
         "params": p,
         "xs": xs,
@@ -91,17 +93,20 @@ def _backward(dtop, cache):
     # layer 1
     U = p["U"]
     W = p["W"]
-    slope = (1 - s[1:] ** 2)
-    delta_s = np.zeros((T + 1, B, 4), dtype=dtype)
+    delta_s = np.empty((T + 1, B, 4), dtype=dtype)
+    delta_s[-1] = 0
+    delta_s[:-1] = (1 - s[1:] ** 2)
+    delta_sv, gv = list(delta_s), list(g)
+    tmp = np.empty((B, 4), dtype=dtype)
     for t in range(T - 1, -1, -1):
-        np.matmul(delta_s[t + 1], W, out=delta_s[t])
-        delta_s[t] += g[t]
-        delta_s[t] *= slope[t]
+        np.dot(delta_sv[t + 1], W, out=tmp)
+        tmp += gv[t]
+        delta_sv[t] *= tmp
     delta_s_sum = delta_s[:-1]
-    grads["U"] = np.tensordot(delta_s_sum, xs, axes=([0, 1], [0, 1]))
-    grads["W"] = np.tensordot(delta_s_sum, s[:-1], axes=([0, 1], [0, 1]))
+    grads["U"] = _contract_steps(delta_s_sum, xs)
+    grads["W"] = _contract_steps(delta_s_sum, s[:-1])
     grads["h0", 0] = delta_s_sum[0] @ W
-    grads["xs"] = delta_s_sum @ U
+    grads["xs"] = _matmul_steps(delta_s_sum, U)
     return grads
 
 
@@ -110,7 +115,7 @@ def predict(params, xs, h0=None):
     hs, cache = forward(params, xs, h0)
     p = cache["params"]
     V = p["V"]
-    logits = hs @ V.T
+    logits = _matmul_steps(hs, V.T)
     return _softmax(logits)
 
 
@@ -122,14 +127,14 @@ def loss_and_grads(params, xs, targets, h0=None):
     targets = _check_targets(targets, (T, B), dtype)
     p = cache["params"]
     V = p["V"]
-    logits = hs @ V.T
+    logits = _matmul_steps(hs, V.T)
     y = _one_hot(targets, 3, dtype)
     probs = _softmax(logits)
     loss = _loss_cross_entropy(logits, y)
     dlogits = probs - y
-    dtop = dlogits @ V
+    dtop = _matmul_steps(dlogits, V)
     grads = {
-        "V": np.tensordot(dlogits, hs, axes=([0, 1], [0, 1])),
+        "V": _contract_steps(dlogits, hs),
     }
     grads.update(_backward(dtop, cache))
     return loss, _finish(grads)
@@ -147,6 +152,20 @@ def _finish(grads):
     out["xs"] = grads["xs"]
     out["h0"] = [grads["h0", layer] for layer in range(len(_HIDDEN))]
     return out
+
+
+def _matmul_steps(a, b, out=None):
+    """a @ b for every step (and age) at once: one matrix product over all their rows."""
+    rows = a.reshape(-1, a.shape[-1])
+    if out is None:
+        return (rows @ b).reshape(a.shape[:-1] + (b.shape[-1],))
+    np.matmul(rows, b, out=out.reshape(-1, out.shape[-1]))
+    return out
+
+
+def _contract_steps(a, b):
+    """The sum over steps and batch rows of a_t^T b_t, as one matrix product."""
+    return a.reshape(-1, a.shape[-1]).T @ b.reshape(-1, b.shape[-1])
 
 
 def _older(delta):
