@@ -70,13 +70,9 @@ def backward(dhs: np.ndarray, kept: dict[str, Any]) -> dict[str, Any]:
     """
     xs, hbufs, layers = kept["xs"], kept["hbufs"], kept["layers"]
     steps, batch, _ = xs.shape
-    n = len(layers)
-    dw: list[np.ndarray] = [None] * n  # type: ignore[list-item]
-    du: list[np.ndarray] = [None] * n  # type: ignore[list-item]
-    db: list[np.ndarray] = [None] * n  # type: ignore[list-item]
-    dh0: list[np.ndarray] = [None] * n  # type: ignore[list-item]
+    grads: dict[str, Any] = {"W": [], "U": [], "b": [], "h0": []}  # filled from the top layer down
     upstream = dhs
-    for index in reversed(range(n)):
+    for index in reversed(range(len(layers))):
         w, u, _ = layers[index]
         hbuf = hbufs[index]
         hidden = u.shape[0]
@@ -91,10 +87,13 @@ def backward(dhs: np.ndarray, kept: dict[str, Any]) -> dict[str, Any]:
             np.dot(dv[t + 1], u, out=g)
             g += gv[t]
             dv[t] *= g
-        dh0[index] = dv[0] @ u
         da2 = da.reshape(steps * batch, hidden)
-        dw[index] = da2.T @ x.reshape(steps * batch, -1)
-        du[index] = da2.T @ hbuf[:-1].reshape(steps * batch, hidden)
-        db[index] = da.sum(axis=(0, 1))
+        grads["h0"].append(dv[0] @ u)
+        grads["W"].append(da2.T @ x.reshape(steps * batch, -1))
+        grads["U"].append(da2.T @ hbuf[:-1].reshape(steps * batch, hidden))
+        grads["b"].append(da.sum(axis=(0, 1)))
         upstream = (da2 @ w).reshape(steps, batch, -1)
-    return {"W": dw, "U": du, "b": db, "xs": upstream, "h0": dh0}
+    for key in ("W", "U", "b", "h0"):
+        grads[key].reverse()
+    grads["xs"] = upstream
+    return grads

@@ -412,24 +412,65 @@ class Sampler:
     def __init__(self) -> None:
         self.last: str | None = None
 
+    def enter(self, library: str) -> None:
+        """Pause if the last sample ran another library."""
+        if self.last not in (None, library):
+            time.sleep(SWITCH_PAUSE)
+        self.last = library
+
     def __call__(self, impl: Impl, number: int) -> float:
         """Seconds per call of ``impl.run`` over ``number`` calls."""
-        if self.last is not None and self.last != impl.library:
-            time.sleep(SWITCH_PAUSE)
-        self.last = impl.library
+        self.enter(impl.library)
         return timed(impl.run, number)
 
 
-def time_pairs(gen: Impl, others: list[Impl], quick: bool) -> dict[str, Pair]:
+@dataclass
+class Timings:
+    """Everything timed for one case and dtype: the pairs and the per-round matmul peak."""
+
+    pairs: dict[str, Pair]
+    peak: list[float]  # GFLOP/s of the peak probe, one per round
+
+    def share(self, name: str, flops: float) -> float:
+        """Median over rounds of (achieved GFLOP/s of ``name``) / (that round's matmul peak)."""
+        pair = self.pairs["numpy"] if name == "generated" else self.pairs[name]
+        times = pair.gen if name == "generated" else pair.times
+        return float(np.median(flops / 1e9 / np.array(times) / np.array(self.peak)))
+
+
+class PeakProbe:
+    """A square n x n matmul of one dtype: the machine's matmul peak, GFLOP/s."""
+
+    def __init__(self, dtype: type, n: int = 1024) -> None:
+        rng = np.random.default_rng(1)
+        self.a = rng.standard_normal((n, n)).astype(dtype)
+        self.b = rng.standard_normal((n, n)).astype(dtype)
+        self.c = np.empty_like(self.a)
+        self.flops = 2.0 * n**3
+        self.library = "numpy"
+
+    def run(self) -> None:
+        """One matmul into the preallocated output."""
+        np.matmul(self.a, self.b, out=self.c)
+
+    def gflops(self, reps: int = 2) -> float:
+        """Best of ``reps`` matmuls, in GFLOP/s."""
+        return self.flops / min(timed(self.run) for _ in range(reps)) / 1e9
+
+
+def time_pairs(gen: Impl, others: list[Impl], probe: PeakProbe, quick: bool) -> Timings:
     """Alternate (generated, X) for every X: warm-up, then rounds in alternating order.
 
     One sample is ``number`` back-to-back calls (enough to last ``min_sample``
     seconds, so that sub-millisecond calls are not lost in timer and scheduler
-    noise); the number of rounds fits a time budget within [low, high].
+    noise); the number of rounds fits a time budget within [low, high]. Each
+    round also measures the matmul peak, so that "% of peak" compares times
+    taken under the same conditions.
     """
     low, high, budget, min_sample = (3, 5, 1.0, 0.005) if quick else (7, 21, 5.0, 0.02)
     sample = Sampler()
     estimate, number = {}, {}
+    probe.run()
     for impl in (gen, *others):
         sample(impl, 1)  # first call: allocation, JIT compilation
         estimate[impl.name] = min(sample(impl, 1) for _ in range(2))
@@ -437,29 +478,20 @@ def time_pairs(gen: Impl, others: list[Impl], quick: bool) -> dict[str, Pair]:
     per_round = sum(number[o.name] * estimate[o.name] + number[gen.name] * estimate[gen.name]
                     + (2 * SWITCH_PAUSE if o.library != gen.library else 0.0) for o in others)
     rounds = int(min(high, max(low, budget / max(per_round, 1e-9))))
-    pairs = {o.name: Pair(o.name) for o in others}
+    result = Timings({o.name: Pair(o.name) for o in others}, [])
     for r in range(rounds):
         gc.collect()
+        sample.enter(probe.library)
+        result.peak.append(probe.gflops())
         for other in others:
-            pair = pairs[other.name]
+            pair = result.pairs[other.name]
             if r % 2 == 0:
                 pair.gen.append(sample(gen, number[gen.name]))
                 pair.times.append(sample(other, number[other.name]))
             else:
                 pair.times.append(sample(other, number[other.name]))
                 pair.gen.append(sample(gen, number[gen.name]))
-    return pairs
-
-
-def matmul_peak(dtype: type, n: int, reps: int) -> float:
-    """Best GFLOP/s of an n x n matmul (into a preallocated output)."""
-    rng = np.random.default_rng(1)
-    a = rng.standard_normal((n, n)).astype(dtype)
-    b = rng.standard_normal((n, n)).astype(dtype)
-    c = np.empty_like(a)
-    np.matmul(a, b, out=c)
-    best = min(timed(lambda: np.matmul(a, b, out=c)) for _ in range(reps))
-    return 2.0 * n**3 / best / 1e9
+    return result
 
 
 class LoadMonitor:
@@ -515,6 +547,8 @@ class Row:
     median_ms: dict[str, float]
     ratio: dict[str, float]  # other / generated, median of paired ratios
     torch_over_numpy: float | None
+    share: dict[str, float]  # fraction of the matmul peak, median of per-round ratios
+    peak: float  # median matmul peak of the rounds, GFLOP/s
     error: dict[str, float]
     cache_mb: float
     hand_mb: float
@@ -526,6 +560,11 @@ class Row:
     def busy(self) -> bool:
         """Whether other processes disturbed this row's timing."""
         return self.load is not None and self.load > BUSY
+
+    def gflops(self, name: str) -> float | None:
+        """Achieved GFLOP/s of an implementation (from its median time)."""
+        ms = self.median_ms.get(name)
+        return None if ms is None else self.case.flops() / (ms / 1e3) / 1e9
 
 
 def run_case(case: Case, dtype: type, module: ModuleType, torch: Any, jax: Any, quick: bool) -> Row:
@@ -551,12 +590,12 @@ def run_case(case: Case, dtype: type, module: ModuleType, torch: Any, jax: Any, 
     error = {impl.name: max_rel_error(impl.grads(impl.run()), reference) for impl in (gen, *others[1:])}
 
     monitor = LoadMonitor()
-    pairs = time_pairs(gen, others, quick)
+    timings = time_pairs(gen, others, PeakProbe(dtype), quick)
     load = monitor.others()
+    pairs = timings.pairs
     gen_times = [t for p in pairs.values() for t in p.gen]
     median_ms = {"generated": 1e3 * float(np.median(gen_times))}
     median_ms.update({n: 1e3 * float(np.median(p.times)) for n, p in pairs.items()})
-    ratio = {n: p.ratio() for n, p in pairs.items()}
     torch_over_numpy = None
     if "torch" in pairs:  # same-round ratio of torch and hand-written times
         torch_over_numpy = float(np.median(np.array(pairs["torch"].times) / np.array(pairs["numpy"].times)))
@@ -564,8 +603,10 @@ def run_case(case: Case, dtype: type, module: ModuleType, torch: Any, jax: Any, 
         case=case,
         dtype=np.dtype(dtype).name,
         median_ms=median_ms,
-        ratio=ratio,
+        ratio={n: p.ratio() for n, p in pairs.items()},
         torch_over_numpy=torch_over_numpy,
+        share={n: timings.share(n, case.flops()) for n in ("generated", *pairs)},
+        peak=float(np.median(timings.peak)),
         error=error,
         cache_mb=(gen.cache_bytes or 0) / 2**20,
         hand_mb=(hand.cache_bytes or 0) / 2**20,
@@ -683,14 +724,15 @@ def fmt(value: float | None, spec: str = ".2f", suffix: str = "") -> str:
     return "n/a" if value is None else f"{value:{spec}}{suffix}"
 
 
-def report(rows: list[Row], peaks: dict[str, float], machine: list[str], notes: list[str], args: argparse.Namespace, elapsed: float, load: float | None) -> str:
+def report(rows: list[Row], machine: list[str], notes: list[str], args: argparse.Namespace, elapsed: float, load: float | None) -> str:
     """The RESULTS.md text."""
     have_torch = any("torch" in r.ratio for r in rows)
     have_jax = any("jax" in r.ratio for r in rows)
+    peaks = {d: max((r.peak for r in rows if r.dtype == d), default=float("nan")) for d in ("float64", "float32")}
     out = [
         "# RNN BPTT benchmark",
         "",
-        "Generated by `python benchmarks/bench_rnn.py" + (" --quick" if args.quick else "") + "`; do not edit.",
+        "Written by `python benchmarks/bench_rnn.py" + (" --quick" if args.quick else "") + "`; do not edit by hand.",
         "Elman RNN, tanh, bias, no output layer, column layout (d2l). One call = forward +",
         "backward with a random upstream gradient `dhs` on the hidden states (gradients of",
         "every parameter, of `xs` and of `h0`). Sizes are (B, T, D, H).",
@@ -698,10 +740,10 @@ def report(rows: list[Row], peaks: dict[str, float], machine: list[str], notes: 
         "## Machine",
         "",
         *machine,
-        f"- Matmul peak (best of square n x n matmuls, this run): float64 {peaks['float64']:.1f} GFLOP/s, float32 {peaks['float32']:.1f} GFLOP/s",
-        f"- Other processes kept {fmt(load, '.2f')} cores busy on average during the timing"
-        + (" (**the machine was not idle: times are unreliable, multithreaded BLAS stalls when it shares a core**)"
-           if load and load > 0.3 else " (idle enough)"),
+        f"- Matmul peak (1024 x 1024 matmul, best row of this run): float64 {peaks['float64']:.1f} GFLOP/s,"
+        f" float32 {peaks['float32']:.1f} GFLOP/s",
+        f"- Other processes kept {fmt(load, '.2f')} cores busy on average during the run"
+        + (" (**the machine was not idle: rows marked (busy) are unreliable**)" if load and load > BUSY else " (idle)"),
         f"- Whole run: {elapsed:.0f} s",
         "",
         "## Method",
@@ -719,9 +761,12 @@ def report(rows: list[Row], peaks: dict[str, float], machine: list[str], notes: 
         f"  --quick). Samples of different libraries are {SWITCH_PAUSE} s apart: OpenBLAS's and OpenMP's worker",
         "  threads spin after a call and, on few cores, slow the other library's threads (torch right",
         "  after a NumPy call measured 2-10x slower than alone).",
-        "- Before each size the benchmark waits (up to --wait-idle seconds) for other processes to leave",
-        "  the cores idle; a row timed while they kept more than 0.3 cores busy is marked (busy).",
         "- GFLOP/s count the matmul FLOPs only: 2BT(DH + HH) forward and twice that backward, per layer.",
+        "  Every round also times a 1024 x 1024 matmul of the row's dtype; % of peak is the median over",
+        "  rounds of (achieved GFLOP/s) / (that round's matmul GFLOP/s), so that both are measured under",
+        "  the same conditions.",
+        "- Before each size the benchmark waits (up to --wait-idle seconds) for other processes to leave",
+        f"  the cores idle; a row timed while they kept more than {BUSY} cores busy is marked (busy).",
         "- Cache: the distinct buffers the generated module's `cache` dict keeps alive (the inputs `xs`",
         "  and the parameters excluded) vs the buffers the hand-written version keeps (one (T+1, B, H)",
         "  array of hidden states per layer).",
@@ -730,25 +775,22 @@ def report(rows: list[Row], peaks: dict[str, float], machine: list[str], notes: 
         sub = [r for r in rows if r.dtype == dtype]
         if not sub:
             continue
-        peak = peaks[dtype]
         head = ["size", "hand-written NumPy ms", "torch ms", "torch/numpy", "generated ms", "generated/hand-written",
                 "torch/generated", "GFLOP/s", "% of peak", "cache MB vs hand-written MB"]
         if have_jax:
             head[7:7] = ["jax ms", "jax/generated"]
         out += ["", f"## {dtype}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in sub:
-            gflops = r.case.flops() / (r.median_ms["generated"] / 1e3) / 1e9
-            gen_over_hand = 1.0 / r.ratio["numpy"]
             cells = [
                 r.case.label + (" (busy)" if r.busy else ""),
                 fmt(r.median_ms["numpy"], ".3g"),
                 fmt(r.median_ms.get("torch"), ".3g"),
                 fmt(r.torch_over_numpy, ".2f", "x"),
                 fmt(r.median_ms["generated"], ".3g"),
-                f"{gen_over_hand:.3f}x",
+                f"{1.0 / r.ratio['numpy']:.3f}x",
                 fmt(r.ratio.get("torch"), ".2f", "x"),
-                f"{gflops:.1f}",
-                f"{100 * gflops / peak:.0f} %",
+                fmt(r.gflops("generated"), ".1f"),
+                f"{100 * r.share['generated']:.0f} %",
                 f"{r.cache_mb:.2f} vs {r.hand_mb:.2f}",
             ]
             if have_jax:
@@ -757,18 +799,15 @@ def report(rows: list[Row], peaks: dict[str, float], machine: list[str], notes: 
 
     out += ["", "## Throughput and memory of every implementation", ""]
     names = ["generated", "numpy"] + (["torch"] if have_torch else []) + (["jax"] if have_jax else [])
-    head = ["size", "dtype", *[f"{n} GFLOP/s (% peak)" for n in names], "peak MB during a call (generated / numpy)",
-            "max rel. error vs numpy", "rounds", "other processes (cores)"]
+    head = ["size", "dtype", *[f"{n} GFLOP/s (% peak)" for n in names], "matmul peak GFLOP/s",
+            "peak MB during a call (generated / numpy)", "max rel. error vs numpy", "rounds", "other processes (cores)"]
     out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r.case.label, r.dtype]
         for n in names:
-            ms = r.median_ms.get(n)
-            if ms is None:
-                cells.append("n/a")
-            else:
-                g = r.case.flops() / (ms / 1e3) / 1e9
-                cells.append(f"{g:.1f} ({100 * g / peaks[r.dtype]:.0f} %)")
+            g = r.gflops(n)
+            cells.append("n/a" if g is None else f"{g:.1f} ({100 * r.share[n]:.0f} %)")
+        cells.append(f"{r.peak:.1f}")
         cells.append(f"{r.peak_mb.get('generated', float('nan')):.2f} / {r.peak_mb.get('numpy', float('nan')):.2f}")
         cells.append(", ".join(f"{k} {v:.1e}" for k, v in r.error.items()))
         cells.append(str(r.rounds))
@@ -776,7 +815,7 @@ def report(rows: list[Row], peaks: dict[str, float], machine: list[str], notes: 
         out.append("| " + " | ".join(cells) + " |")
 
     out += ["", "## Targets", "", "| target | measured | status |", "|---|---|---|"]
-    for target, measured, met in targets(rows, peaks):
+    for target, measured, met in targets(rows):
         status = "n/a" if met is None else ("met" if met else "**not met**")
         out.append(f"| {target} | {measured} | {status} |")
     if notes:
@@ -784,45 +823,44 @@ def report(rows: list[Row], peaks: dict[str, float], machine: list[str], notes: 
     return "\n".join(out) + "\n"
 
 
-def targets(rows: list[Row], peaks: dict[str, float]) -> list[tuple[str, str, bool | None]]:
+def targets(rows: list[Row]) -> list[tuple[str, str, bool | None]]:
     """(target, measured, met?) for every target of the issue; met is None when not measured."""
     result: list[tuple[str, str, bool | None]] = []
 
     def row(case: Case, dtype: str = "float64") -> Row | None:
         return next((r for r in rows if r.case == case and r.dtype == dtype), None)
 
-    bad = [f"{r.case.label} {r.dtype}: {k} {v:.1e}" for r in rows for k, v in r.error.items()
+    def busy(r: Row) -> str:
+        return " (busy)" if r.busy else ""
+
+    bad = [f"{r.case.label} {r.dtype}: {v:.1e}" for r in rows for k, v in r.error.items()
            if k == "generated" and not v <= TOLERANCE[np.dtype(r.dtype).type]]
     result.append(("generated gradients equal the hand-written ones (rel. error <= 1e-7 float64, 1e-3 float32)",
                    "; ".join(bad) or "all sizes", not bad))
 
     worst = max(rows, key=lambda r: 1.0 / r.ratio["numpy"])
     result.append(("generated <= 1.05x hand-written (every size, float64 and float32)",
-                   f"worst {1.0 / worst.ratio['numpy']:.3f}x at {worst.case.label} {worst.dtype}",
+                   f"worst {1.0 / worst.ratio['numpy']:.3f}x at {worst.case.label} {worst.dtype}{busy(worst)}",
                    1.0 / worst.ratio["numpy"] <= 1.05))
 
     for case, goal in ((SMALL, 4.0), (MIDDLE, 1.3), (LARGE, 1.05)):
         r = row(case)
         value = r.ratio.get("torch") if r else None
-        result.append((f"torch/generated >= {goal:g} at {case.label} (float64)", fmt(value, ".2f", "x"),
-                       None if value is None else value >= goal))
+        result.append((f"torch/generated >= {goal:g} at {case.label} (float64)",
+                       fmt(value, ".2f", "x") + (busy(r) if r else ""), None if value is None else value >= goal))
 
     r = row(LARGE)
     if r is not None:
-        share = case_gflops(r) / peaks["float64"]
+        share = r.share["generated"]
         result.append(("generated >= 65 % of the float64 matmul peak at " + LARGE.label,
-                       f"{100 * share:.0f} % ({case_gflops(r):.1f} of {peaks['float64']:.1f} GFLOP/s)", share >= 0.65))
+                       f"{100 * share:.0f} % ({r.gflops('generated'):.1f} GFLOP/s; matmul {r.peak:.1f}){busy(r)}",
+                       share >= 0.65))
 
     worst = max(rows, key=lambda r: r.cache_mb / max(r.hand_mb, 1e-12))
     value = worst.cache_mb / max(worst.hand_mb, 1e-12)
     result.append(("cache <= 1.1x the hand-written activations",
                    f"worst {value:.2f}x at {worst.case.label} ({worst.cache_mb:.2f} vs {worst.hand_mb:.2f} MB)", value <= 1.1))
     return result
-
-
-def case_gflops(r: Row) -> float:
-    """Achieved GFLOP/s of the generated module in a row."""
-    return r.case.flops() / (r.median_ms["generated"] / 1e3) / 1e9
 
 
 # --------------------------------------------------------------------------- main
@@ -889,9 +927,6 @@ def main(argv: list[str] | None = None) -> int:
         modules = build_generated(CASES, Path(tmp), args.prebuilt, shlex.split(args.derive_cmd))
 
         monitor = LoadMonitor()
-        wait_for_idle(args.wait_idle)
-        n = 1024 if args.quick else 2048
-        peaks = {np.dtype(d).name: matmul_peak(d, n, 3 if args.quick else 5) for d in DTYPES}
         rows = []
         for case in CASES:
             for dtype in DTYPES:
@@ -899,14 +934,11 @@ def main(argv: list[str] | None = None) -> int:
                 row = run_case(case, dtype, modules[case], torch, jax, args.quick)
                 rows.append(row)
                 times = ", ".join(f"{k} {v:.3g} ms" for k, v in row.median_ms.items())
-                print(f"{case.label:>24} {row.dtype}: {times}; generated/numpy {1 / row.ratio['numpy']:.3f}", flush=True)
-        # The peak is the best this machine showed: measure it again after the run.
-        wait_for_idle(args.wait_idle)
-        for d in DTYPES:
-            peaks[np.dtype(d).name] = max(peaks[np.dtype(d).name], matmul_peak(d, n, 3 if args.quick else 5))
+                print(f"{case.label:>25} {row.dtype}: {times}; generated/numpy {1 / row.ratio['numpy']:.3f}, "
+                      f"{100 * row.share['generated']:.0f} % of peak" + (" (busy)" if row.busy else ""), flush=True)
         load = monitor.others()
 
-    text = report(rows, peaks, machine_info(torch, jax), notes, args, time.perf_counter() - started, load)
+    text = report(rows, machine_info(torch, jax), notes, args, time.perf_counter() - started, load)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp_out = args.out.with_suffix(args.out.suffix + ".tmp")
     tmp_out.write_text(text)

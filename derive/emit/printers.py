@@ -24,6 +24,16 @@ def _term_key(sym: Symbols, term: sp.Expr) -> tuple[int, str]:
     return (min(ranks) if ranks else len(_TERM_ORDER), str(term))
 
 
+def _ordered_sum(printer: "HandoutLatexPrinter | LoopCodePrinter", expr: sp.MatAdd) -> str:
+    """Terms in the documents' order; a term printed with a leading minus is subtracted."""
+    terms = sorted(expr.args, key=lambda e: _term_key(printer.sym, e))
+    out = printer._print(terms[0])
+    for term in terms[1:]:
+        text = printer._print(term)
+        out += f" - {text[1:].lstrip()}" if text.startswith("-") else f" + {text}"
+    return out
+
+
 class HandoutLatexPrinter(LatexPrinter):
     """LaTeX in the spec's notation: `W_{xh} x_{t} + W_{hh} h_{t-1} + b_{h}`."""
 
@@ -78,12 +88,7 @@ class HandoutLatexPrinter(LatexPrinter):
         return f"{inner}^{{\\top}}"
 
     def _print_MatAdd(self, expr: sp.MatAdd) -> str:
-        terms = sorted(expr.args, key=lambda e: _term_key(self.sym, e))
-        out = self._print(terms[0])
-        for term in terms[1:]:
-            text = self._print(term)
-            out += f" - {text[1:].lstrip()}" if text.startswith("-") else f" + {text}"
-        return out
+        return _ordered_sum(self, expr)
 
     def _print_MatMul(self, expr: sp.MatMul) -> str:
         coeff, factors = expr.as_coeff_matrices()
@@ -197,12 +202,7 @@ class LoopCodePrinter(NumPyPrinter):
         return self._bound[expr] if expr in self._bound else super()._print_Dummy(expr)
 
     def _print_MatAdd(self, expr: sp.MatAdd) -> str:
-        terms = sorted(expr.args, key=lambda e: _term_key(self.sym, e))
-        out = self._print(terms[0])
-        for term in terms[1:]:
-            text = self._print(term)
-            out += f" - {text[1:]}" if text.startswith("-") else f" + {text}"
-        return out
+        return _ordered_sum(self, expr)
 
     def _print_MatMul(self, expr: sp.MatMul) -> str:
         coeff, factors = expr.as_coeff_matrices()
