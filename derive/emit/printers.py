@@ -13,15 +13,18 @@ from sympy.printing.numpy import NumPyPrinter
 from derive.rules import u
 from derive.unroll import VECTOR_ROLES, Symbols
 
-#: The order of terms in a printed sum: W x + U h + b, as the documents write it.
-_TERM_ORDER = ("hidden_grad", "projection", "input_weight", "output_weight", "recurrent_weight", "bias", "output_bias",
-               "output", "hidden", "logits", "target", "upstream", "delta")
+#: The order of terms in a printed sum, as the documents write them: W x + U h + b, and
+#: in a delta the error or the layer above first, then the recurrent term (e + V delta).
+_TERM_ORDER = ("hidden_grad", "projection", "input_weight", "output_weight", "output", "hidden",
+               "logits", "target", "upstream", "recurrent_weight", "bias", "output_bias", "delta")
 
 
-def _term_key(sym: Symbols, term: sp.Expr) -> tuple[int, str]:
-    roles = [sym.info[s].role for s in term.atoms(sp.MatrixSymbol) if s in sym.info]
-    ranks = [_TERM_ORDER.index(r) for r in roles if r in _TERM_ORDER]
-    return (min(ranks) if ranks else len(_TERM_ORDER), str(term))
+def _term_key(sym: Symbols, term: sp.Expr) -> tuple[int, int, str]:
+    """Rank by role, then by time step (so step 10 follows step 9), then by text."""
+    infos = [sym.info[s] for s in term.atoms(sp.MatrixSymbol) if s in sym.info]
+    ranks = [_TERM_ORDER.index(q.role) for q in infos if q.role in _TERM_ORDER]
+    times = [int(q.time) for q in infos if q.time is not None and q.time.is_Integer]
+    return (min(ranks) if ranks else len(_TERM_ORDER), max(times, default=0), str(term))
 
 
 def _ordered_sum(printer: "HandoutLatexPrinter | LoopCodePrinter", expr: sp.MatAdd) -> str:
