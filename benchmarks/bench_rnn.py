@@ -32,19 +32,21 @@ import sys
 import tempfile
 import time
 import tracemalloc
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
-import _handwritten as hw  # noqa: E402
+import _handwritten as hw  # after the sys.path change
 
 DTYPES = (np.float64, np.float32)
+DEFAULT_DERIVE = f"{sys.executable} -m derive"  # how the derive CLI is run (--derive-cmd)
 SWITCH_PAUSE = 0.2  # seconds between samples of different libraries (see Sampler)
 BUSY = 0.3  # cores used by other processes above which a timing is marked unreliable
 TOLERANCE = {np.float64: 1e-7, np.float32: 1e-3}  # max |a - b| / max |b| per gradient
@@ -115,7 +117,9 @@ CASES = (SMALL, MIDDLE, LARGE, STACKED)
 # --------------------------------------------------------------------------- generated module
 
 
-def build_generated(cases: tuple[Case, ...], workdir: Path, prebuilt: Path | None, derive: list[str]) -> dict[Case, ModuleType]:
+def build_generated(
+    cases: tuple[Case, ...], workdir: Path, prebuilt: Path | None, derive: list[str]
+) -> dict[Case, ModuleType]:
     """Build (with the derive CLI ``derive``, all cases concurrently) and import each case's module."""
     if prebuilt is not None:
         return {c: load_module(prebuilt / f"{c.name}.py", c.name) for c in cases}
@@ -127,7 +131,14 @@ def build_generated(cases: tuple[Case, ...], workdir: Path, prebuilt: Path | Non
         spec.write_text(case.spec_toml())
         out = workdir / case.name
         cmd = [*derive, "build", str(spec), "--out", str(out), "--format", "py", "--style", "loop"]
-        procs.append((case, cmd, out, subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
+        procs.append(
+            (
+                case,
+                cmd,
+                out,
+                subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
+            )
+        )
     modules = {}
     for case, cmd, out, proc in procs:
         stdout, stderr = proc.communicate(timeout=600)
@@ -224,7 +235,7 @@ def handwritten_impl(layers: list[hw.Layer], xs: np.ndarray, dhs: np.ndarray) ->
 
 def torch_impl(torch: Any, layers: list[hw.Layer], xs: np.ndarray, dhs: np.ndarray) -> Impl:
     """torch.nn.RNN (tanh, CPU, autograd) with the same weights; bias_hh is zero."""
-    steps, batch, _ = xs.shape
+    batch = xs.shape[1]
     sizes = [u.shape[0] for _, u, _ in layers]
     # One multi-layer nn.RNN when every layer has the same width, else one per layer.
     groups = [list(range(len(layers)))] if len(set(sizes)) == 1 else [[i] for i in range(len(layers))]
@@ -275,6 +286,7 @@ def jax_impl(jax: Any, layers: list[hw.Layer], xs: np.ndarray, dhs: np.ndarray) 
 
     def loss(params: Any, x: Any, h0s: Any, d: Any) -> Any:
         for (w, u, b), h0 in zip(params, h0s):
+
             def step(h: Any, xw: Any, u: Any = u) -> Any:
                 h = jnp.tanh(xw + h @ u.T)
                 return h, h
@@ -475,8 +487,12 @@ def time_pairs(gen: Impl, others: list[Impl], probe: PeakProbe, quick: bool) -> 
         sample(impl, 1)  # first call: allocation, JIT compilation
         estimate[impl.name] = min(sample(impl, 1) for _ in range(2))
         number[impl.name] = max(1, int(min_sample / max(estimate[impl.name], 1e-9)))
-    per_round = sum(number[o.name] * estimate[o.name] + number[gen.name] * estimate[gen.name]
-                    + (2 * SWITCH_PAUSE if o.library != gen.library else 0.0) for o in others)
+    per_round = sum(
+        number[o.name] * estimate[o.name]
+        + number[gen.name] * estimate[gen.name]
+        + (2 * SWITCH_PAUSE if o.library != gen.library else 0.0)
+        for o in others
+    )
     rounds = int(min(high, max(low, budget / max(per_round, 1e-9))))
     result = Timings({o.name: Pair(o.name) for o in others}, [])
     for r in range(rounds):
@@ -657,15 +673,14 @@ def machine_info(torch: Any, jax: Any) -> list[str]:
 
 def blas_info() -> str:
     """NumPy's BLAS: name and version from show_config, threads and kernel from the library."""
-    text = "unknown"
     try:
         blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]  # type: ignore[index]
-        text = f"{blas.get('name', '?')} {blas.get('version', '')}".strip()
-        config = blas.get("openblas configuration")
-        if config:
-            text += f" ({' '.join(config.split())})"
     except Exception:  # noqa: BLE001 - show_config's format differs between versions
-        pass
+        blas = {}
+    text = f"{blas.get('name', 'unknown')} {blas.get('version', '')}".strip()
+    config = blas.get("openblas configuration")
+    if config:
+        text += f" ({' '.join(config.split())})"
     runtime = OpenBLAS().describe()
     return f"{text}; {runtime}" if runtime else text
 
@@ -687,7 +702,11 @@ class OpenBLAS:
                 lib = ctypes.CDLL(path)
             except OSError:
                 continue
-            for what, restype in (("get_num_threads", ctypes.c_int), ("set_num_threads", None), ("get_corename", ctypes.c_char_p)):
+            for what, restype in (
+                ("get_num_threads", ctypes.c_int),
+                ("set_num_threads", None),
+                ("get_corename", ctypes.c_char_p),
+            ):
                 for sym in (f"{p}_{what}{s}" for p in ("scipy_openblas", "openblas") for s in ("64_", "")):
                     if what not in self.funcs and hasattr(lib, sym):
                         self.funcs[what] = getattr(lib, sym)
@@ -724,7 +743,9 @@ def fmt(value: float | None, spec: str = ".2f", suffix: str = "") -> str:
     return "n/a" if value is None else f"{value:{spec}}{suffix}"
 
 
-def report(rows: list[Row], machine: list[str], notes: list[str], args: argparse.Namespace, elapsed: float, load: float | None) -> str:
+def report(
+    rows: list[Row], machine: list[str], notes: list[str], args: argparse.Namespace, elapsed: float, load: float | None
+) -> str:
     """The RESULTS.md text."""
     have_torch = any("torch" in r.ratio for r in rows)
     have_jax = any("jax" in r.ratio for r in rows)
@@ -740,8 +761,10 @@ def report(rows: list[Row], machine: list[str], notes: list[str], args: argparse
         "## Machine",
         "",
         *machine,
-        f"- Matmul peak (1024 x 1024 matmul, best row of this run): float64 {peaks['float64']:.1f} GFLOP/s,"
-        f" float32 {peaks['float32']:.1f} GFLOP/s",
+        (
+            f"- Matmul peak (1024 x 1024 matmul, best row of this run): float64 {peaks['float64']:.1f} GFLOP/s,"
+            f" float32 {peaks['float32']:.1f} GFLOP/s"
+        ),
         f"- Other processes kept {fmt(load, '.2f')} cores busy on average during the run"
         + (" (**the machine was not idle: rows marked (busy) are unreliable**)" if load and load > BUSY else " (idle)"),
         f"- Whole run: {elapsed:.0f} s",
@@ -750,6 +773,7 @@ def report(rows: list[Row], machine: list[str], notes: list[str], args: argparse
         "",
         "- Generated module: `python -m derive build SPEC.toml --format py --style loop`"
         + (f" (here: prebuilt modules from `{args.prebuilt}`)" if args.prebuilt else "")
+        + (f" (here run as `{args.derive_cmd}`)" if args.derive_cmd != DEFAULT_DERIVE and not args.prebuilt else "")
         + ", imported from a temporary directory.",
         "- Hand-written NumPy: `benchmarks/_handwritten.py` (input projection of all steps in one matmul,",
         "  weight gradients in one matmul over all steps, tanh' = 1 - h^2 from the stored h).",
@@ -775,8 +799,18 @@ def report(rows: list[Row], machine: list[str], notes: list[str], args: argparse
         sub = [r for r in rows if r.dtype == dtype]
         if not sub:
             continue
-        head = ["size", "hand-written NumPy ms", "torch ms", "torch/numpy", "generated ms", "generated/hand-written",
-                "torch/generated", "GFLOP/s", "% of peak", "cache MB vs hand-written MB"]
+        head = [
+            "size",
+            "hand-written NumPy ms",
+            "torch ms",
+            "torch/numpy",
+            "generated ms",
+            "generated/hand-written",
+            "torch/generated",
+            "GFLOP/s",
+            "% of peak",
+            "cache MB vs hand-written MB",
+        ]
         if have_jax:
             head[7:7] = ["jax ms", "jax/generated"]
         out += ["", f"## {dtype}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -799,8 +833,16 @@ def report(rows: list[Row], machine: list[str], notes: list[str], args: argparse
 
     out += ["", "## Throughput and memory of every implementation", ""]
     names = ["generated", "numpy"] + (["torch"] if have_torch else []) + (["jax"] if have_jax else [])
-    head = ["size", "dtype", *[f"{n} GFLOP/s (% peak)" for n in names], "matmul peak GFLOP/s",
-            "peak MB during a call (generated / numpy)", "max rel. error vs numpy", "rounds", "other processes (cores)"]
+    head = [
+        "size",
+        "dtype",
+        *[f"{n} GFLOP/s (% peak)" for n in names],
+        "matmul peak GFLOP/s",
+        "peak MB during a call (generated / numpy)",
+        "max rel. error vs numpy",
+        "rounds",
+        "other processes (cores)",
+    ]
     out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r.case.label, r.dtype]
@@ -833,33 +875,60 @@ def targets(rows: list[Row]) -> list[tuple[str, str, bool | None]]:
     def busy(r: Row) -> str:
         return " (busy)" if r.busy else ""
 
-    bad = [f"{r.case.label} {r.dtype}: {v:.1e}" for r in rows for k, v in r.error.items()
-           if k == "generated" and not v <= TOLERANCE[np.dtype(r.dtype).type]]
-    result.append(("generated gradients equal the hand-written ones (rel. error <= 1e-7 float64, 1e-3 float32)",
-                   "; ".join(bad) or "all sizes", not bad))
+    bad = [
+        f"{r.case.label} {r.dtype}: {v:.1e}"
+        for r in rows
+        for k, v in r.error.items()
+        if k == "generated" and not v <= TOLERANCE[np.dtype(r.dtype).type]
+    ]
+    result.append(
+        (
+            "generated gradients equal the hand-written ones (rel. error <= 1e-7 float64, 1e-3 float32)",
+            "; ".join(bad) or "all sizes",
+            not bad,
+        )
+    )
 
     worst = max(rows, key=lambda r: 1.0 / r.ratio["numpy"])
-    result.append(("generated <= 1.05x hand-written (every size, float64 and float32)",
-                   f"worst {1.0 / worst.ratio['numpy']:.3f}x at {worst.case.label} {worst.dtype}{busy(worst)}",
-                   1.0 / worst.ratio["numpy"] <= 1.05))
+    result.append(
+        (
+            "generated <= 1.05x hand-written (every size, float64 and float32)",
+            f"worst {1.0 / worst.ratio['numpy']:.3f}x at {worst.case.label} {worst.dtype}{busy(worst)}",
+            1.0 / worst.ratio["numpy"] <= 1.05,
+        )
+    )
 
     for case, goal in ((SMALL, 4.0), (MIDDLE, 1.3), (LARGE, 1.05)):
         r = row(case)
         value = r.ratio.get("torch") if r else None
-        result.append((f"torch/generated >= {goal:g} at {case.label} (float64)",
-                       fmt(value, ".2f", "x") + (busy(r) if r else ""), None if value is None else value >= goal))
+        result.append(
+            (
+                f"torch/generated >= {goal:g} at {case.label} (float64)",
+                fmt(value, ".2f", "x") + (busy(r) if r else ""),
+                None if value is None else value >= goal,
+            )
+        )
 
     r = row(LARGE)
     if r is not None:
         share = r.share["generated"]
-        result.append(("generated >= 65 % of the float64 matmul peak at " + LARGE.label,
-                       f"{100 * share:.0f} % ({r.gflops('generated'):.1f} GFLOP/s; matmul {r.peak:.1f}){busy(r)}",
-                       share >= 0.65))
+        result.append(
+            (
+                "generated >= 65 % of the float64 matmul peak at " + LARGE.label,
+                f"{100 * share:.0f} % ({r.gflops('generated'):.1f} GFLOP/s; matmul {r.peak:.1f}){busy(r)}",
+                share >= 0.65,
+            )
+        )
 
     worst = max(rows, key=lambda r: r.cache_mb / max(r.hand_mb, 1e-12))
     value = worst.cache_mb / max(worst.hand_mb, 1e-12)
-    result.append(("cache <= 1.1x the hand-written activations",
-                   f"worst {value:.2f}x at {worst.case.label} ({worst.cache_mb:.2f} vs {worst.hand_mb:.2f} MB)", value <= 1.1))
+    result.append(
+        (
+            "cache <= 1.1x the hand-written activations",
+            f"worst {value:.2f}x at {worst.case.label} ({worst.cache_mb:.2f} vs {worst.hand_mb:.2f} MB)",
+            value <= 1.1,
+        )
+    )
     return result
 
 
@@ -895,15 +964,28 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and write the report."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds (under about a minute)")
-    parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md", help="report path (default benchmarks/RESULTS.md)")
+    parser.add_argument(
+        "--out", type=Path, default=HERE / "RESULTS.md", help="report path (default benchmarks/RESULTS.md)"
+    )
     parser.add_argument("--prebuilt", type=Path, help="import DIR/<name>.py instead of running derive build")
-    parser.add_argument("--threads", type=int, default=available_cores(),
-                        help="threads for OpenBLAS and torch (default: every core, %(default)s here)")
-    parser.add_argument("--wait-idle", type=float, default=None, metavar="SECONDS",
-                        help="before each size, wait up to this long for other processes to go quiet "
-                        "(default 30, 5 with --quick)")
-    parser.add_argument("--derive-cmd", default=f"{sys.executable} -m derive",
-                        help="the command that runs derive's CLI (default: this Python's -m derive)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=available_cores(),
+        help="threads for OpenBLAS and torch (default: every core, %(default)s here)",
+    )
+    parser.add_argument(
+        "--wait-idle",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="before each size, wait up to this long for other processes to go quiet (default 30, 5 with --quick)",
+    )
+    parser.add_argument(
+        "--derive-cmd",
+        default=DEFAULT_DERIVE,
+        help="the command that runs derive's CLI (default: this Python's -m derive)",
+    )
     args = parser.parse_args(argv)
     if args.wait_idle is None:
         args.wait_idle = 5.0 if args.quick else 30.0
@@ -917,9 +999,11 @@ def main(argv: list[str] | None = None) -> int:
     wait_for_idle(args.wait_idle)
     busy = LoadMonitor.sample(0.5)
     if busy is not None and busy > BUSY:
-        warning = (f"other processes keep {busy:.1f} of {available_cores()} cores busy: multithreaded BLAS "
-                   "stalls when one of its threads shares a core (times can grow 10-30x); run on an idle "
-                   "machine, or pass --threads with the number of idle cores")
+        warning = (
+            f"other processes keep {busy:.1f} of {available_cores()} cores busy: multithreaded BLAS "
+            "stalls when one of its threads shares a core (times can grow 10-30x); run on an idle "
+            "machine, or pass --threads with the number of idle cores"
+        )
         print("bench_rnn: warning: " + warning, file=sys.stderr, flush=True)
         notes.append("At the start, " + warning + ".")
     with tempfile.TemporaryDirectory(prefix="bench_rnn_") as tmp:
@@ -934,8 +1018,11 @@ def main(argv: list[str] | None = None) -> int:
                 row = run_case(case, dtype, modules[case], torch, jax, args.quick)
                 rows.append(row)
                 times = ", ".join(f"{k} {v:.3g} ms" for k, v in row.median_ms.items())
-                print(f"{case.label:>25} {row.dtype}: {times}; generated/numpy {1 / row.ratio['numpy']:.3f}, "
-                      f"{100 * row.share['generated']:.0f} % of peak" + (" (busy)" if row.busy else ""), flush=True)
+                print(
+                    f"{case.label:>25} {row.dtype}: {times}; generated/numpy {1 / row.ratio['numpy']:.3f}, "
+                    f"{100 * row.share['generated']:.0f} % of peak" + (" (busy)" if row.busy else ""),
+                    flush=True,
+                )
         load = monitor.others()
 
     text = report(rows, machine_info(torch, jax), notes, args, time.perf_counter() - started, load)

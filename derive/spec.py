@@ -23,6 +23,9 @@ REDUCTIONS = ("sum", "mean")
 MAX_STEPS = 200
 MAX_SIZE = 100_000
 MAX_LAYERS = 16
+#: A title lands in a LaTeX heading, a Markdown heading and a Python docstring: none of
+#: their special characters may pass (pdflatex here has no fonts beyond ASCII).
+TITLE_FORBIDDEN = "\\{}$%#&^_~\"'`<>|*[]"
 
 
 class SpecError(ValueError):
@@ -141,8 +144,10 @@ def _check(spec: Spec) -> list[str]:
         problems.append(f"name: must be an ASCII Python identifier, got {spec.name!r}")
     elif spec.name.startswith("_") or notation.is_reserved(spec.name):
         problems.append(f"name: {spec.name!r} is reserved; use a plain identifier such as 'my_rnn'")
-    if not isinstance(spec.title, str) or any(c in spec.title for c in "\\{}$%#&^_~\n\r"):
-        problems.append("title: must be plain text without any of \\ { } $ % # & ^ _ ~ or newlines")
+    if not isinstance(spec.title, str) or len(spec.title) > 200 or any(
+            not (c.isascii() and c.isprintable()) or c in TITLE_FORBIDDEN for c in spec.title):
+        problems.append("title: must be printable ASCII text of at most 200 characters, "
+                        "without any of " + " ".join(TITLE_FORBIDDEN))
     m = spec.model
     _choice(problems, "model.cell", m.cell, CELLS)
     _positive(problems, "model.input_size", m.input_size)

@@ -333,8 +333,10 @@ BAD: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("name-builtin", change("name", "print"), "name: 'print' is reserved"),
     ("name-module-global", change("name", "np"), "name: 'np' is reserved"),
     ("name-private", change("name", "_rnn"), "name: '_rnn' is reserved"),
-    ("title-with-latex", change("title", "cost $x^2$"), "title: must be plain text"),
-    ("title-with-newline", change("title", "two\nlines"), "title: must be plain text"),
+    ("title-with-latex", change("title", "cost $x^2$"), "title: must be printable ASCII text"),
+    ("title-with-newline", change("title", "two\nlines"), "title: must be printable ASCII text"),
+    ("title-closing-a-docstring", change("title", 'a """ b'), "title: must be printable ASCII text"),
+    ("title-not-ascii", change("title", "Рекуррентные сети"), "title: must be printable ASCII text"),
     # bad symbol names
     ("symbol-double-underscore", change("notation.names.input_weight", "W__x"), "notation.names.input_weight"),
     ("symbol-two-subscripts", change("notation.names.input_weight", "W_x_h"), "notation.names.input_weight"),
