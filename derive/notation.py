@@ -178,6 +178,8 @@ class Names:
                 python = self.python(role, layer)
                 key = f"notation.names.{role}"
                 out.append((key, python))
+                if role in PARAM_ROLES:   # a contiguous transposed copy used inside loops
+                    out.append((key, f"{python}T"))
                 if role == "hidden":   # the arrays and per-step views the module derives from h
                     out += [(key, f"{python}v"), (key, f"delta_{python}"), (key, f"delta_{python}v"),
                             (key, f"delta_{python}_sum")]

@@ -169,6 +169,8 @@ class LoopCodePrinter(NumPyPrinter):
         #: the refs are whole sequences (T, B, n): products over them become one matrix
         #: product over the rows of all steps (NumPy's stacked matmul is several times slower)
         self.steps = steps
+        #: weights with a contiguous transposed copy (BLAS is faster on those in a loop)
+        self.transposed: dict[sp.MatrixSymbol, str] = {}
         self._bound: dict[sp.Symbol, str] = {}
 
     def _module_format(self, fqn: str, register: bool = True) -> str:
@@ -193,8 +195,15 @@ class LoopCodePrinter(NumPyPrinter):
         if self._is_vector(arg):
             return self.refs[arg] if self.column else f"{self.refs[arg]}.T"
         if isinstance(arg, sp.MatrixSymbol):
-            return f"{self.refs[arg]}.T"
+            return self.transposed.get(arg, f"{self.refs[arg]}.T")
         return f"({self._print(arg)}).T"
+
+    def transposes(self, expr: sp.MatrixExpr) -> list[sp.MatrixSymbol]:
+        """The weights that the printed form of a vector expression uses transposed."""
+        rows = expr.T if self.column else expr
+        return sorted({e.arg for e in rows.atoms(sp.Transpose) if isinstance(e.arg, sp.MatrixSymbol)
+                       and not self._is_vector(e.arg)
+                       and self.sym.info[e.arg].role not in ("bias", "output_bias")}, key=str)
 
     def _print_Symbol(self, expr: sp.Symbol) -> str:
         if expr in self._bound:
@@ -295,20 +304,64 @@ class LoopCodePrinter(NumPyPrinter):
 
     def activate(self, target: str, function: sp.Lambda) -> list[str]:
         """Apply an elementwise activation to `target` in place (nothing for the identity)."""
+        return self.apply_into(target, function, target)
+
+    def apply_into(self, target: str, function: sp.Lambda, source: str) -> list[str]:
+        """Statements that write function(source) into `target` elementwise.
+
+        A body in which every operation has one non-constant operand (1 - v**2, tanh(v))
+        becomes a chain of ufunc calls with `out=target`: no temporary arrays. Any other
+        body is printed whole."""
         (var,) = function.variables
-        body = function.expr
+        chain = self._chain(function.expr, var)
+        if chain is None:
+            self._bound[var] = source
+            try:
+                return [f"{target}[...] = {self._print(function.expr)}"]
+            finally:
+                del self._bound[var]
+        lines, current = [], source
+        i = 0
+        while i < len(chain):
+            op, const = chain[i]
+            if op == "multiply" and const == -1 and i + 1 < len(chain) and chain[i + 1][0] == "add":
+                lines.append(f"np.subtract({self._print(chain[i + 1][1])}, {current}, out={target})")
+                i += 2
+            elif op == "max0":
+                lines.append(f"np.maximum({current}, 0, out={target})")
+                i += 1
+            elif op in ("add", "multiply"):
+                lines.append(f"np.{op}({current}, {self._print(const)}, out={target})")
+                i += 1
+            else:
+                lines.append(f"{self._module_format(op)}({current}, out={target})")
+                i += 1
+            current = target
+        if current != target:
+            lines.append(f"np.copyto({target}, {current})")
+        return lines
+
+    def _chain(self, body: sp.Expr, var: sp.Symbol) -> list[tuple[str, sp.Expr]] | None:
+        """The operations from `var` outwards, if each has a single non-constant operand."""
         if body == var:
             return []
-        if body.is_Function and body.args == (var,) and body.func.__name__ in self.known_functions:
-            name = self._module_format(self.known_functions[body.func.__name__])
-            return [f"{name}({target}, out={target})"]
-        if isinstance(body, sp.Max) and set(body.args) == {sp.Integer(0), var}:
-            return [f"np.maximum({target}, 0, out={target})"]
-        self._bound[var] = target
-        try:
-            return [f"{target}[...] = {self._print(body)}"]
-        finally:
-            del self._bound[var]
+        if isinstance(body, (sp.Add, sp.Mul)):
+            moving = [a for a in body.args if var in a.free_symbols]
+            if len(moving) != 1:
+                return None
+            const = body.func(*[a for a in body.args if var not in a.free_symbols])
+            inner = self._chain(moving[0], var)
+            return None if inner is None else inner + [("add" if body.is_Add else "multiply", const)]
+        if isinstance(body, sp.Pow) and body.exp == 2:
+            inner = self._chain(body.base, var)
+            return None if inner is None else inner + [("numpy.square", None)]
+        if isinstance(body, sp.Max) and len(body.args) == 2 and sp.Integer(0) in body.args:
+            inner = self._chain(next(a for a in body.args if a != 0), var)
+            return None if inner is None else inner + [("max0", None)]
+        if body.is_Function and len(body.args) == 1 and body.func.__name__ in self.known_functions:
+            inner = self._chain(body.args[0], var)
+            return None if inner is None else inner + [(self.known_functions[body.func.__name__], None)]
+        return None
 
     def total(self, expr: sp.MatrixExpr) -> str:
         """Σ over steps and batch rows of a per-step contribution, in one contraction.

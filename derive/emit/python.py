@@ -58,6 +58,7 @@ def module_view(spec: Spec, command: str, template: str) -> dict:
         # per step the recurrent term is added and the activation applied, in place
         forward_all = printer({below_step: below_all}, steps=True).accumulate(f"{h[l]}[1:]", lr.projection)
         step = printer({sym("hidden", l, t - 1): f"{hv}[t]"})
+        forward_copies = _transposed_copies(step, lr.recurrence)
         forward_step = [*step.accumulate("tmp", lr.recurrence), f"{hv}[t + 1] += tmp",
                         *step.activate(f"{hv}[t + 1]", lr.activation.function)]
         # backward: delta_t = (upstream + recurrent term) * slope; the slope of all steps
@@ -65,29 +66,39 @@ def module_view(spec: Spec, command: str, template: str) -> dict:
         delta_rule = lr.delta[0].rhs
         total_part, slope_part = (delta_rule.args if isinstance(delta_rule, sp.HadamardProduct)
                                   else (delta_rule, None))
-        slope = None if slope_part is None else \
-            printer({sym("hidden", l, t): f"{h[l]}[1:]"}, steps=True).vector(slope_part)
+        slope_printer = printer({}, steps=True)
+
+        def slope_into(target: str) -> list[str]:
+            """f'(a_t) of every step at once, from the stored h, written into `target`."""
+            return slope_printer.apply_into(target, slope_part.function, f"{h[l]}[1:]")
+
         if k:
             # each delta carries an age axis; delta_{t+1} is read one step older
             step_refs = {sym("hidden_grad", l, t): "g[t]", sym("delta", l, t + 1): f"_older({delta[l]}[t + 1])"}
-            setup = [f"{delta[l]} = np.zeros((T + 1, _TRUNCATE, B, {H}), dtype=dtype)"]
-            if slope:
-                setup.insert(0, f"slope = {slope}")
-            backward_step = printer(step_refs).accumulate(f"{delta[l]}[t]", total_part)
-            backward_step += [f"{delta[l]}[t] *= slope[t]"] if slope else []
+            back = printer(step_refs)
+            setup = _transposed_copies(back, total_part)
+            if slope_part is not None:
+                setup += [f"slope = np.empty((T, B, {H}), dtype=dtype)", *slope_into("slope")]
+            setup.append(f"{delta[l]} = np.zeros((T + 1, _TRUNCATE, B, {H}), dtype=dtype)")
+            backward_step = back.accumulate(f"{delta[l]}[t]", total_part)
+            backward_step += [f"{delta[l]}[t] *= slope[t]"] if slope_part is not None else []
             total_line = f"{delta[l]}[:-1].sum(axis=1)"
-        elif slope:
+        elif slope_part is not None:
             # the slope is written into the delta buffer, which then becomes the delta
             step_refs = {sym("hidden_grad", l, t): "gv[t]", sym("delta", l, t + 1): f"{dv}[t + 1]"}
-            setup = [f"{delta[l]} = np.empty((T + 1, B, {H}), dtype=dtype)", f"{delta[l]}[-1] = 0",
-                     f"{delta[l]}[:-1] = {slope}", f"{dv}, gv = list({delta[l]}), list(g)"]
-            backward_step = [*printer(step_refs).accumulate("tmp", total_part), f"{dv}[t] *= tmp"]
+            back = printer(step_refs)
+            setup = [*_transposed_copies(back, total_part),
+                     f"{delta[l]} = np.empty((T + 1, B, {H}), dtype=dtype)", f"{delta[l]}[-1] = 0",
+                     *slope_into(f"{delta[l]}[:-1]"), f"{dv}, gv = list({delta[l]}), list(g)"]
+            backward_step = [*back.accumulate("tmp", total_part), f"{dv}[t] *= tmp"]
             total_line = f"{delta[l]}[:-1]"
         else:
             step_refs = {sym("hidden_grad", l, t): "gv[t]", sym("delta", l, t + 1): f"{dv}[t + 1]"}
-            setup = [f"{delta[l]} = np.zeros((T + 1, B, {H}), dtype=dtype)",
+            back = printer(step_refs)
+            setup = [*_transposed_copies(back, total_part),
+                     f"{delta[l]} = np.zeros((T + 1, B, {H}), dtype=dtype)",
                      f"{dv}, gv = list({delta[l]}), list(g)"]
-            backward_step = printer(step_refs).accumulate(f"{dv}[t]", total_part)
+            backward_step = back.accumulate(f"{dv}[t]", total_part)
             total_line = f"{delta[l]}[:-1]"
         total = f"{delta[l]}_sum"
         total_refs = {sym("delta", l, t): total, below_step: below_all,
@@ -100,7 +111,7 @@ def module_view(spec: Spec, command: str, template: str) -> dict:
         h0 = printer({sym("delta", l, sp.Integer(1)): f"{total}[0]"}).vector(rule.initial[l])
         layers.append({
             "layer": l, "h": h[l], "hv": hv, "delta": delta[l], "size": H,
-            "forward_all": forward_all, "forward_step": forward_step,
+            "forward_all": forward_all, "forward_copies": forward_copies, "forward_step": forward_step,
             "backward_setup": setup, "backward_step": backward_step, "total_line": total_line,
             "grads": grads, "total": total, "down": down_ages if l > 1 else down_sum,
             "down_is_xs": l == 1, "h0": h0,
@@ -143,6 +154,16 @@ def module_view(spec: Spec, command: str, template: str) -> dict:
         "output_activation": m.output_activation,
         "style_note": "loop style", "math_note": "'s generic step rule",
     }
+
+
+def _transposed_copies(printer: LoopCodePrinter, expr: sp.MatrixExpr) -> list[str]:
+    """Contiguous copies of the weights a loop uses transposed; the printer then uses them."""
+    lines = []
+    for weight in printer.transposes(expr):
+        name = printer.refs[weight] + "T"
+        printer.transposed[weight] = name
+        lines.append(f"{name} = np.ascontiguousarray({printer.refs[weight]}.T)")
+    return lines
 
 
 def _sigmoid_of(sym) -> sp.MatrixExpr:

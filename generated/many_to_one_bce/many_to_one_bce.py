@@ -93,13 +93,15 @@ def _backward(dtop, cache):
     # layer 1
     w_i = p["w_i"]
     w_h = p["w_h"]
+    w_hT = np.ascontiguousarray(w_h.T)
     delta_o = np.empty((T + 1, B, 1), dtype=dtype)
     delta_o[-1] = 0
-    delta_o[:-1] = (1 - o[1:] ** 2)
+    np.square(o[1:], out=delta_o[:-1])
+    np.subtract(1, delta_o[:-1], out=delta_o[:-1])
     delta_ov, gv = list(delta_o), list(g)
     tmp = np.empty((B, 1), dtype=dtype)
     for t in range(T - 1, -1, -1):
-        np.dot(delta_ov[t + 1], w_h.T, out=tmp)
+        np.dot(delta_ov[t + 1], w_hT, out=tmp)
         tmp += gv[t]
         delta_ov[t] *= tmp
     delta_o_sum = delta_o[:-1]
@@ -207,12 +209,16 @@ def _loss_bce(logits, y):
 
 
 def _check_array(name, value, shape, dtype=None):
-    value = np.asarray(value)
+    """The array itself when it is right already (the usual case costs a few checks)."""
+    if not isinstance(value, np.ndarray):
+        value = np.asarray(value)
     if value.dtype.kind not in "fiu" or value.ndim != len(shape) or any(
             want is not None and got != want for got, want in zip(value.shape, shape)):
         want = ", ".join("?" if s is None else str(s) for s in shape)
         raise ValueError(f"{name}: expected a real array of shape ({want}), got {value.dtype} {value.shape}")
-    return value.astype(dtype if dtype is not None else np.result_type(value, np.float32), copy=False)
+    if dtype is None or value.dtype == dtype:
+        return value
+    return value.astype(dtype)
 
 
 def _check_xs(params, xs):

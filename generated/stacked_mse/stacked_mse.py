@@ -114,13 +114,15 @@ def _backward(dtop, cache):
     W_2 = p["W_2"]
     V_2 = p["V_2"]
     b_2 = p["b_2"]
+    V_2T = np.ascontiguousarray(V_2.T)
     delta_h_2 = np.empty((T + 1, B, 1), dtype=dtype)
     delta_h_2[-1] = 0
-    delta_h_2[:-1] = (1 - h_2[1:] ** 2)
+    np.square(h_2[1:], out=delta_h_2[:-1])
+    np.subtract(1, delta_h_2[:-1], out=delta_h_2[:-1])
     delta_h_2v, gv = list(delta_h_2), list(g)
     tmp = np.empty((B, 1), dtype=dtype)
     for t in range(T - 1, -1, -1):
-        np.dot(delta_h_2v[t + 1], V_2.T, out=tmp)
+        np.dot(delta_h_2v[t + 1], V_2T, out=tmp)
         tmp += gv[t]
         delta_h_2v[t] *= tmp
     delta_h_2_sum = delta_h_2[:-1]
@@ -134,13 +136,15 @@ def _backward(dtop, cache):
     W_1 = p["W_1"]
     V_1 = p["V_1"]
     b_1 = p["b_1"]
+    V_1T = np.ascontiguousarray(V_1.T)
     delta_h_1 = np.empty((T + 1, B, 2), dtype=dtype)
     delta_h_1[-1] = 0
-    delta_h_1[:-1] = (1 - h_1[1:] ** 2)
+    np.square(h_1[1:], out=delta_h_1[:-1])
+    np.subtract(1, delta_h_1[:-1], out=delta_h_1[:-1])
     delta_h_1v, gv = list(delta_h_1), list(g)
     tmp = np.empty((B, 2), dtype=dtype)
     for t in range(T - 1, -1, -1):
-        np.dot(delta_h_1v[t + 1], V_1.T, out=tmp)
+        np.dot(delta_h_1v[t + 1], V_1T, out=tmp)
         tmp += gv[t]
         delta_h_1v[t] *= tmp
     delta_h_1_sum = delta_h_1[:-1]
@@ -236,12 +240,16 @@ def _loss_bce(logits, y):
 
 
 def _check_array(name, value, shape, dtype=None):
-    value = np.asarray(value)
+    """The array itself when it is right already (the usual case costs a few checks)."""
+    if not isinstance(value, np.ndarray):
+        value = np.asarray(value)
     if value.dtype.kind not in "fiu" or value.ndim != len(shape) or any(
             want is not None and got != want for got, want in zip(value.shape, shape)):
         want = ", ".join("?" if s is None else str(s) for s in shape)
         raise ValueError(f"{name}: expected a real array of shape ({want}), got {value.dtype} {value.shape}")
-    return value.astype(dtype if dtype is not None else np.result_type(value, np.float32), copy=False)
+    if dtype is None or value.dtype == dtype:
+        return value
+    return value.astype(dtype)
 
 
 def _check_xs(params, xs):

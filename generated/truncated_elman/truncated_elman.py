@@ -62,9 +62,10 @@ def forward(params, xs, h0=None):
     h[0] = h0[0]
     _matmul_steps(xs, W_xh.T, out=h[1:])
     h[1:] += b_h
+    W_hhT = np.ascontiguousarray(W_hh.T)
     hv, tmp = list(h), np.empty((B, 4), dtype=dtype)
     for t in range(T):
-        np.dot(hv[t], W_hh.T, out=tmp)
+        np.dot(hv[t], W_hhT, out=tmp)
         hv[t + 1] += tmp
         np.tanh(hv[t + 1], out=hv[t + 1])
     cache = {
@@ -101,7 +102,9 @@ def _backward(dtop, cache):
     W_xh = p["W_xh"]
     W_hh = p["W_hh"]
     b_h = p["b_h"]
-    slope = (1 - h[1:] ** 2)
+    slope = np.empty((T, B, 4), dtype=dtype)
+    np.square(h[1:], out=slope)
+    np.subtract(1, slope, out=slope)
     delta_h = np.zeros((T + 1, _TRUNCATE, B, 4), dtype=dtype)
     tmp = np.empty((B, 4), dtype=dtype)
     for t in range(T - 1, -1, -1):
@@ -215,12 +218,16 @@ def _loss_bce(logits, y):
 
 
 def _check_array(name, value, shape, dtype=None):
-    value = np.asarray(value)
+    """The array itself when it is right already (the usual case costs a few checks)."""
+    if not isinstance(value, np.ndarray):
+        value = np.asarray(value)
     if value.dtype.kind not in "fiu" or value.ndim != len(shape) or any(
             want is not None and got != want for got, want in zip(value.shape, shape)):
         want = ", ".join("?" if s is None else str(s) for s in shape)
         raise ValueError(f"{name}: expected a real array of shape ({want}), got {value.dtype} {value.shape}")
-    return value.astype(dtype if dtype is not None else np.result_type(value, np.float32), copy=False)
+    if dtype is None or value.dtype == dtype:
+        return value
+    return value.astype(dtype)
 
 
 def _check_xs(params, xs):

@@ -58,9 +58,10 @@ def forward(params, xs, h0=None):
     s = np.empty((T + 1, B, 4), dtype=dtype)
     s[0] = h0[0]
     _matmul_steps(xs, U.T, out=s[1:])
+    WT = np.ascontiguousarray(W.T)
     sv, tmp = list(s), np.empty((B, 4), dtype=dtype)
     for t in range(T):
-        np.dot(sv[t], W.T, out=tmp)
+        np.dot(sv[t], WT, out=tmp)
         sv[t + 1] += tmp
         np.tanh(sv[t + 1], out=sv[t + 1])
     cache = {
@@ -95,7 +96,8 @@ def _backward(dtop, cache):
     W = p["W"]
     delta_s = np.empty((T + 1, B, 4), dtype=dtype)
     delta_s[-1] = 0
-    delta_s[:-1] = (1 - s[1:] ** 2)
+    np.square(s[1:], out=delta_s[:-1])
+    np.subtract(1, delta_s[:-1], out=delta_s[:-1])
     delta_sv, gv = list(delta_s), list(g)
     tmp = np.empty((B, 4), dtype=dtype)
     for t in range(T - 1, -1, -1):
@@ -205,12 +207,16 @@ def _loss_bce(logits, y):
 
 
 def _check_array(name, value, shape, dtype=None):
-    value = np.asarray(value)
+    """The array itself when it is right already (the usual case costs a few checks)."""
+    if not isinstance(value, np.ndarray):
+        value = np.asarray(value)
     if value.dtype.kind not in "fiu" or value.ndim != len(shape) or any(
             want is not None and got != want for got, want in zip(value.shape, shape)):
         want = ", ".join("?" if s is None else str(s) for s in shape)
         raise ValueError(f"{name}: expected a real array of shape ({want}), got {value.dtype} {value.shape}")
-    return value.astype(dtype if dtype is not None else np.result_type(value, np.float32), copy=False)
+    if dtype is None or value.dtype == dtype:
+        return value
+    return value.astype(dtype)
 
 
 def _check_xs(params, xs):
