@@ -83,6 +83,7 @@ def test_float32_in_float32_out(name: str) -> None:
 @pytest.mark.parametrize("call, match", [
     (lambda m, p: m.forward(p, np.zeros((3, 2, 99))), r"xs: expected a real array of shape \(\?, \?, 3\)"),
     (lambda m, p: m.forward(p, np.zeros((3, 3))), r"xs: expected"),
+    (lambda m, p: m.forward(p, np.zeros((0, 2, 3))), r"xs: expected at least one step"),
     (lambda m, p: m.forward(p, np.zeros((3, 2, 3), dtype=complex)), r"xs: expected a real array"),
     (lambda m, p: m.forward(p, np.array([[["a", "b", "c"]]])), r"xs: expected a real array"),
     (lambda m, p: m.forward({**p, "W_hh": np.zeros((4, 5))}, np.zeros((3, 2, 3))), r"params\['W_hh'\]: expected .*\(4, 4\)"),

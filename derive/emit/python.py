@@ -83,36 +83,38 @@ def module_view(spec: Spec, command: str, template: str) -> dict:
             backward_step = back.accumulate(f"{delta[l]}[t]", total_part)
             backward_step += [f"{delta[l]}[t] *= slope[t]"] if slope_part is not None else []
             total_line = f"{delta[l]}[:-1].sum(axis=1)"
-        elif slope_part is not None:
-            # the slope is written into the delta buffer, which then becomes the delta
-            step_refs = {sym("hidden_grad", l, t): "gv[t]", sym("delta", l, t + 1): f"{dv}[t + 1]"}
-            back = printer(step_refs)
-            setup = [*_transposed_copies(back, total_part),
-                     f"{delta[l]} = np.empty((T + 1, B, {H}), dtype=dtype)", f"{delta[l]}[-1] = 0",
-                     *slope_into(f"{delta[l]}[:-1]"), f"{dv}, gv = list({delta[l]}), list(g)"]
-            backward_step = [*back.accumulate("tmp", total_part), f"{dv}[t] *= tmp"]
-            total_line = f"{delta[l]}[:-1]"
         else:
+            # the last step has no delta_{T+1}: its rule (the step rule with delta_{t+1} = 0)
+            # is peeled off the loop, so the delta buffer needs no zero row
             step_refs = {sym("hidden_grad", l, t): "gv[t]", sym("delta", l, t + 1): f"{dv}[t + 1]"}
             back = printer(step_refs)
-            setup = [*_transposed_copies(back, total_part),
-                     f"{delta[l]} = np.zeros((T + 1, B, {H}), dtype=dtype)",
-                     f"{dv}, gv = list({delta[l]}), list(g)"]
-            backward_step = back.accumulate(f"{dv}[t]", total_part)
-            total_line = f"{delta[l]}[:-1]"
+            last = printer({sym("hidden_grad", l, t): "gv[T - 1]"})
+            boundary = total_part.xreplace({sym("delta", l, t + 1): sp.ZeroMatrix(*total_part.shape)}).doit()
+            setup = [*_transposed_copies(back, total_part), f"{delta[l]} = np.empty((T, B, {H}), dtype=dtype)"]
+            if slope_part is not None:
+                # the slope is written into the delta buffer, which then becomes the delta
+                setup += [*slope_into(delta[l]), f"{dv}, gv = list({delta[l]}), list(g)",
+                          f"{dv}[T - 1] *= {last.vector(boundary)}"]
+                backward_step = [*back.accumulate("tmp", total_part), f"{dv}[t] *= tmp"]
+            else:
+                setup += [f"{dv}, gv = list({delta[l]}), list(g)",
+                          *last.accumulate(f"{dv}[T - 1]", boundary)]
+                backward_step = back.accumulate(f"{dv}[t]", total_part)
+            total_line = delta[l]
         total = f"{delta[l]}_sum"
         total_refs = {sym("delta", l, t): total, below_step: below_all,
                       sym("hidden", l, t - 1): f"{h[l]}[:-1]"}
         grads = [{"name": refs[p], "expr": printer(total_refs, steps=True).total(e)} for p, e in lr.uses.items()]
         grads.sort(key=lambda g: [x["name"] for x in params].index(g["name"]))
         # the gradient sent below: per age for a lower layer, summed for xs
-        down_ages = printer({sym("delta", l, t): f"{delta[l]}[:-1]"}, steps=True).vector(lr.down)
+        down_ages = printer({sym("delta", l, t): f"{delta[l]}[:-1]" if k else delta[l]}, steps=True).vector(lr.down)
         down_sum = printer({sym("delta", l, t): total}, steps=True).vector(lr.down)
         h0 = printer({sym("delta", l, sp.Integer(1)): f"{total}[0]"}).vector(rule.initial[l])
         layers.append({
             "layer": l, "h": h[l], "hv": hv, "delta": delta[l], "size": H,
             "forward_all": forward_all, "forward_copies": forward_copies, "forward_step": forward_step,
             "backward_setup": setup, "backward_step": backward_step, "total_line": total_line,
+            "first_step": "T - 1" if k else "T - 2",
             "grads": grads, "total": total, "down": down_ages if l > 1 else down_sum,
             "down_is_xs": l == 1, "h0": h0,
             "param_locals": [x["name"] for x in params if x["layer"] == l],

@@ -100,17 +100,17 @@ def _backward(dtop, cache):
     W_xh = p["W_xh"]
     W_hh = p["W_hh"]
     b_h = p["b_h"]
-    delta_h = np.empty((T + 1, B, 4), dtype=dtype)
-    delta_h[-1] = 0
-    np.square(h[1:], out=delta_h[:-1])
-    np.subtract(1, delta_h[:-1], out=delta_h[:-1])
+    delta_h = np.empty((T, B, 4), dtype=dtype)
+    np.square(h[1:], out=delta_h)
+    np.subtract(1, delta_h, out=delta_h)
     delta_hv, gv = list(delta_h), list(g)
+    delta_hv[T - 1] *= gv[T - 1]
     tmp = np.empty((B, 4), dtype=dtype)
-    for t in range(T - 1, -1, -1):
+    for t in range(T - 2, -1, -1):
         np.dot(delta_hv[t + 1], W_hh, out=tmp)
         tmp += gv[t]
         delta_hv[t] *= tmp
-    delta_h_sum = delta_h[:-1]
+    delta_h_sum = delta_h
     grads["W_xh"] = _contract_steps(delta_h_sum, xs)
     grads["W_hh"] = _contract_steps(delta_h_sum, h[:-1])
     grads["b_h"] = delta_h_sum.sum(axis=(0, 1))
@@ -220,8 +220,9 @@ def _check_array(name, value, shape, dtype=None):
     """The array itself when it is right already (the usual case costs a few checks)."""
     if not isinstance(value, np.ndarray):
         value = np.asarray(value)
-    if value.dtype.kind not in "fiu" or value.ndim != len(shape) or any(
-            want is not None and got != want for got, want in zip(value.shape, shape)):
+    got = value.shape
+    if value.dtype.kind not in "fiu" or len(got) != len(shape) or (
+            got != shape and any(want is not None and g != want for g, want in zip(got, shape))):
         want = ", ".join("?" if s is None else str(s) for s in shape)
         raise ValueError(f"{name}: expected a real array of shape ({want}), got {value.dtype} {value.shape}")
     if dtype is None or value.dtype == dtype:
@@ -233,11 +234,16 @@ def _check_xs(params, xs):
     for name, info in PARAMS.items():
         if name not in params:
             raise ValueError(f"params: missing {name!r} of shape {info['shape']}")
-        _check_array(f"params[{name!r}]", params[name], info["shape"])
+        value = params[name]
+        if getattr(value, "shape", None) != info["shape"] or value.dtype.kind not in "fiu":
+            _check_array(f"params[{name!r}]", value, info["shape"])   # says what is wrong
     xs = np.asarray(xs)
     dtype = np.result_type(xs.dtype if xs.dtype.kind == "f" else np.float64,
                            *(np.asarray(params[name]).dtype for name in PARAMS))
-    return _check_array("xs", xs, (None, None, 3), dtype), dtype
+    xs = _check_array("xs", xs, (None, None, 3), dtype)
+    if not xs.shape[0] or not xs.shape[1]:
+        raise ValueError(f"xs: expected at least one step and one row, shape (T, B, 3), got {xs.shape}")
+    return xs, dtype
 
 
 def _check_h0(h0, B, dtype):

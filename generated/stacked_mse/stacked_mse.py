@@ -115,39 +115,39 @@ def _backward(dtop, cache):
     V_2 = p["V_2"]
     b_2 = p["b_2"]
     V_2T = np.ascontiguousarray(V_2.T)
-    delta_h_2 = np.empty((T + 1, B, 1), dtype=dtype)
-    delta_h_2[-1] = 0
-    np.square(h_2[1:], out=delta_h_2[:-1])
-    np.subtract(1, delta_h_2[:-1], out=delta_h_2[:-1])
+    delta_h_2 = np.empty((T, B, 1), dtype=dtype)
+    np.square(h_2[1:], out=delta_h_2)
+    np.subtract(1, delta_h_2, out=delta_h_2)
     delta_h_2v, gv = list(delta_h_2), list(g)
+    delta_h_2v[T - 1] *= gv[T - 1]
     tmp = np.empty((B, 1), dtype=dtype)
-    for t in range(T - 1, -1, -1):
+    for t in range(T - 2, -1, -1):
         np.dot(delta_h_2v[t + 1], V_2T, out=tmp)
         tmp += gv[t]
         delta_h_2v[t] *= tmp
-    delta_h_2_sum = delta_h_2[:-1]
+    delta_h_2_sum = delta_h_2
     grads["W_2"] = _contract_steps(h_1[1:], delta_h_2_sum)
     grads["V_2"] = _contract_steps(h_2[:-1], delta_h_2_sum)
     grads["b_2"] = delta_h_2_sum.sum(axis=(0, 1))
     grads["h0", 1] = delta_h_2_sum[0] @ V_2.T
-    g = _matmul_steps(delta_h_2[:-1], W_2.T)
+    g = _matmul_steps(delta_h_2, W_2.T)
 
     # layer 1
     W_1 = p["W_1"]
     V_1 = p["V_1"]
     b_1 = p["b_1"]
     V_1T = np.ascontiguousarray(V_1.T)
-    delta_h_1 = np.empty((T + 1, B, 2), dtype=dtype)
-    delta_h_1[-1] = 0
-    np.square(h_1[1:], out=delta_h_1[:-1])
-    np.subtract(1, delta_h_1[:-1], out=delta_h_1[:-1])
+    delta_h_1 = np.empty((T, B, 2), dtype=dtype)
+    np.square(h_1[1:], out=delta_h_1)
+    np.subtract(1, delta_h_1, out=delta_h_1)
     delta_h_1v, gv = list(delta_h_1), list(g)
+    delta_h_1v[T - 1] *= gv[T - 1]
     tmp = np.empty((B, 2), dtype=dtype)
-    for t in range(T - 1, -1, -1):
+    for t in range(T - 2, -1, -1):
         np.dot(delta_h_1v[t + 1], V_1T, out=tmp)
         tmp += gv[t]
         delta_h_1v[t] *= tmp
-    delta_h_1_sum = delta_h_1[:-1]
+    delta_h_1_sum = delta_h_1
     grads["W_1"] = _contract_steps(xs, delta_h_1_sum)
     grads["V_1"] = _contract_steps(h_1[:-1], delta_h_1_sum)
     grads["b_1"] = delta_h_1_sum.sum(axis=(0, 1))
@@ -243,8 +243,9 @@ def _check_array(name, value, shape, dtype=None):
     """The array itself when it is right already (the usual case costs a few checks)."""
     if not isinstance(value, np.ndarray):
         value = np.asarray(value)
-    if value.dtype.kind not in "fiu" or value.ndim != len(shape) or any(
-            want is not None and got != want for got, want in zip(value.shape, shape)):
+    got = value.shape
+    if value.dtype.kind not in "fiu" or len(got) != len(shape) or (
+            got != shape and any(want is not None and g != want for g, want in zip(got, shape))):
         want = ", ".join("?" if s is None else str(s) for s in shape)
         raise ValueError(f"{name}: expected a real array of shape ({want}), got {value.dtype} {value.shape}")
     if dtype is None or value.dtype == dtype:
@@ -256,11 +257,16 @@ def _check_xs(params, xs):
     for name, info in PARAMS.items():
         if name not in params:
             raise ValueError(f"params: missing {name!r} of shape {info['shape']}")
-        _check_array(f"params[{name!r}]", params[name], info["shape"])
+        value = params[name]
+        if getattr(value, "shape", None) != info["shape"] or value.dtype.kind not in "fiu":
+            _check_array(f"params[{name!r}]", value, info["shape"])   # says what is wrong
     xs = np.asarray(xs)
     dtype = np.result_type(xs.dtype if xs.dtype.kind == "f" else np.float64,
                            *(np.asarray(params[name]).dtype for name in PARAMS))
-    return _check_array("xs", xs, (None, None, 3), dtype), dtype
+    xs = _check_array("xs", xs, (None, None, 3), dtype)
+    if not xs.shape[0] or not xs.shape[1]:
+        raise ValueError(f"xs: expected at least one step and one row, shape (T, B, 3), got {xs.shape}")
+    return xs, dtype
 
 
 def _check_h0(h0, B, dtype):

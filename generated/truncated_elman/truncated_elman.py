@@ -221,8 +221,9 @@ def _check_array(name, value, shape, dtype=None):
     """The array itself when it is right already (the usual case costs a few checks)."""
     if not isinstance(value, np.ndarray):
         value = np.asarray(value)
-    if value.dtype.kind not in "fiu" or value.ndim != len(shape) or any(
-            want is not None and got != want for got, want in zip(value.shape, shape)):
+    got = value.shape
+    if value.dtype.kind not in "fiu" or len(got) != len(shape) or (
+            got != shape and any(want is not None and g != want for g, want in zip(got, shape))):
         want = ", ".join("?" if s is None else str(s) for s in shape)
         raise ValueError(f"{name}: expected a real array of shape ({want}), got {value.dtype} {value.shape}")
     if dtype is None or value.dtype == dtype:
@@ -234,11 +235,16 @@ def _check_xs(params, xs):
     for name, info in PARAMS.items():
         if name not in params:
             raise ValueError(f"params: missing {name!r} of shape {info['shape']}")
-        _check_array(f"params[{name!r}]", params[name], info["shape"])
+        value = params[name]
+        if getattr(value, "shape", None) != info["shape"] or value.dtype.kind not in "fiu":
+            _check_array(f"params[{name!r}]", value, info["shape"])   # says what is wrong
     xs = np.asarray(xs)
     dtype = np.result_type(xs.dtype if xs.dtype.kind == "f" else np.float64,
                            *(np.asarray(params[name]).dtype for name in PARAMS))
-    return _check_array("xs", xs, (None, None, 3), dtype), dtype
+    xs = _check_array("xs", xs, (None, None, 3), dtype)
+    if not xs.shape[0] or not xs.shape[1]:
+        raise ValueError(f"xs: expected at least one step and one row, shape (T, B, 3), got {xs.shape}")
+    return xs, dtype
 
 
 def _check_h0(h0, B, dtype):

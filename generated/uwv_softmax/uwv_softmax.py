@@ -94,17 +94,17 @@ def _backward(dtop, cache):
     # layer 1
     U = p["U"]
     W = p["W"]
-    delta_s = np.empty((T + 1, B, 4), dtype=dtype)
-    delta_s[-1] = 0
-    np.square(s[1:], out=delta_s[:-1])
-    np.subtract(1, delta_s[:-1], out=delta_s[:-1])
+    delta_s = np.empty((T, B, 4), dtype=dtype)
+    np.square(s[1:], out=delta_s)
+    np.subtract(1, delta_s, out=delta_s)
     delta_sv, gv = list(delta_s), list(g)
+    delta_sv[T - 1] *= gv[T - 1]
     tmp = np.empty((B, 4), dtype=dtype)
-    for t in range(T - 1, -1, -1):
+    for t in range(T - 2, -1, -1):
         np.dot(delta_sv[t + 1], W, out=tmp)
         tmp += gv[t]
         delta_sv[t] *= tmp
-    delta_s_sum = delta_s[:-1]
+    delta_s_sum = delta_s
     grads["U"] = _contract_steps(delta_s_sum, xs)
     grads["W"] = _contract_steps(delta_s_sum, s[:-1])
     grads["h0", 0] = delta_s_sum[0] @ W
@@ -210,8 +210,9 @@ def _check_array(name, value, shape, dtype=None):
     """The array itself when it is right already (the usual case costs a few checks)."""
     if not isinstance(value, np.ndarray):
         value = np.asarray(value)
-    if value.dtype.kind not in "fiu" or value.ndim != len(shape) or any(
-            want is not None and got != want for got, want in zip(value.shape, shape)):
+    got = value.shape
+    if value.dtype.kind not in "fiu" or len(got) != len(shape) or (
+            got != shape and any(want is not None and g != want for g, want in zip(got, shape))):
         want = ", ".join("?" if s is None else str(s) for s in shape)
         raise ValueError(f"{name}: expected a real array of shape ({want}), got {value.dtype} {value.shape}")
     if dtype is None or value.dtype == dtype:
@@ -223,11 +224,16 @@ def _check_xs(params, xs):
     for name, info in PARAMS.items():
         if name not in params:
             raise ValueError(f"params: missing {name!r} of shape {info['shape']}")
-        _check_array(f"params[{name!r}]", params[name], info["shape"])
+        value = params[name]
+        if getattr(value, "shape", None) != info["shape"] or value.dtype.kind not in "fiu":
+            _check_array(f"params[{name!r}]", value, info["shape"])   # says what is wrong
     xs = np.asarray(xs)
     dtype = np.result_type(xs.dtype if xs.dtype.kind == "f" else np.float64,
                            *(np.asarray(params[name]).dtype for name in PARAMS))
-    return _check_array("xs", xs, (None, None, 3), dtype), dtype
+    xs = _check_array("xs", xs, (None, None, 3), dtype)
+    if not xs.shape[0] or not xs.shape[1]:
+        raise ValueError(f"xs: expected at least one step and one row, shape (T, B, 3), got {xs.shape}")
+    return xs, dtype
 
 
 def _check_h0(h0, B, dtype):
