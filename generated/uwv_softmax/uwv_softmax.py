@@ -238,7 +238,7 @@ def _check_xs(params, xs):
 
 def _check_h0(h0, B, dtype):
     if h0 is None:
-        return [np.zeros((B, size), dtype=dtype) for size in _HIDDEN]
+        return [0] * len(_HIDDEN)   # broadcast into the first row of each layer's states
     if len(h0) != len(_HIDDEN):
         raise ValueError(f"h0: expected a list of {len(_HIDDEN)} arrays of shapes {[(B, s) for s in _HIDDEN]}")
     return [_check_array(f"h0[{i}]", h, (B, size), dtype) for i, (h, size) in enumerate(zip(h0, _HIDDEN))]
