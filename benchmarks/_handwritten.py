@@ -18,10 +18,18 @@ b (H,) per layer. What makes it fast:
   multiplies with ``np.dot`` (about 1 us less overhead per call than
   ``np.matmul``/``@``, which matters when B and H are small);
 * nothing but ``hbuf`` is kept for backward: tanh'(a_t) = 1 - h_t**2;
-* backward computes 1 - h**2 for all steps in one pass into the buffer that
-  then receives dL/da_t in place; the time loop is one matmul, one add and one
-  multiply per step; dW, dU, db and the gradient on the layer input are each
-  one operation over all steps after the loop.
+* backward computes 1 - h**2 for all steps into a fresh (T, B, H) buffer with
+  ``out=`` (no temporaries) that then receives dL/da_t in place; the last step
+  is peeled off, so the time loop is one matmul, one add and one multiply for
+  each of the other T - 1 steps; dW, dU, db and the gradient on the layer input
+  are each one operation over all steps after the loop.
+
+Measured alternatives that were slower here (2-core Xeon, OpenBLAS 0.3.31):
+bias or tanh' per step instead of in one pass (+1 to +17 % at the small sizes,
+within 2 % at the largest), ``np.matmul`` in the loops (+10 % at the smallest),
+``U.T`` views in the loop (+5 % at (32, 50, 128, 128)), ``1 - h[1:] ** 2`` into
+a (T + 1)-row buffer with a zero row (+18 % there), and hidden-major storage
+(H, T + 1, B) with ``U @ h`` per step (+25 to +110 %).
 """
 
 from __future__ import annotations

@@ -85,11 +85,12 @@ class Case:
         return total
 
     def spec_toml(self) -> str:
-        """The derive spec (CONTRACT.md section 2) for this case."""
+        """The derive spec (CONTRACT.md section 2) for this case; the title avoids TeX specials."""
         hidden = ", ".join(map(str, self.hidden))
+        hs = "x".join(map(str, self.hidden))
         return (
             f'name = "{self.name}"\n'
-            f'title = "Benchmark: Elman RNN {self.label}"\n\n'
+            f'title = "Benchmark: Elman RNN (B={self.batch}, T={self.steps}, D={self.input_size}, H={hs})"\n\n'
             "[model]\n"
             'cell = "elman"\n'
             f"input_size = {self.input_size}\n"
@@ -788,7 +789,7 @@ def report(
         "- GFLOP/s count the matmul FLOPs only: 2BT(DH + HH) forward and twice that backward, per layer.",
         "  Every round also times a 1024 x 1024 matmul of the row's dtype; % of peak is the median over",
         "  rounds of (achieved GFLOP/s) / (that round's matmul GFLOP/s), so that both are measured under",
-        "  the same conditions.",
+        "  the same conditions (so it need not equal GFLOP/s divided by the median peak).",
         "- Before each size the benchmark waits (up to --wait-idle seconds) for other processes to leave",
         f"  the cores idle; a row timed while they kept more than {BUSY} cores busy is marked (busy).",
         "- Cache: the distinct buffers the generated module's `cache` dict keeps alive (the inputs `xs`",
