@@ -52,7 +52,7 @@ def tex_text(text: str) -> str:
 def views(spec: Spec, command: str) -> dict[str, dict]:
     view = _view(spec, command)
     tex = dict(view)
-    for key in ("name", "title", "command", "source", "check", "slope_range"):
+    for key in ("name", "title", "command", "source", "check", "slope_range"):  # plain text
         tex[key] = tex_text(view[key])
     tex["slips"] = [tex_text(s) for s in view["slips"]]
     tex["table"] = [{**row, "python": tex_text(row["python"]), "role": tex_text(row["role"])} for row in view["table"]]
@@ -160,5 +160,7 @@ def _view(spec: Spec, command: str) -> dict:
         "delta_symbol": P.doprint(sym("delta", L, t)),
         "h0": P.doprint(sym("hidden", 1, sp.Integer(0))),
         "slope_range": act.slope_range,
+        "stacked": L > 1,
+        "state": P.doprint(sym("hidden", L, t)),
     }
     return view
