@@ -68,3 +68,20 @@ def test_pdf_builds_for_every_preset(tmp_path: Path) -> None:
 def test_python_dash_m_works() -> None:
     result = subprocess.run([sys.executable, "-m", "derive", "presets"], capture_output=True, text=True, check=True)
     assert len(result.stdout.splitlines()) == 5
+
+
+def test_a_failed_build_leaves_the_previous_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    from derive import build
+
+    assert main(["build", "--preset", "many_to_one_bce", "--out", str(tmp_path), "--format", "md,py"]) == 0
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def broken(tex: bytes, name: str) -> bytes:
+        raise RuntimeError("pdflatex failed")
+
+    monkeypatch.setattr(build, "_pdf", broken)
+    assert main(["build", "--preset", "many_to_one_bce", "--steps", "4", "--out", str(tmp_path),
+                 "--format", "md,py,pdf"]) == 3
+    assert capsys.readouterr().err.startswith("derive: error: internal error")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
