@@ -26,7 +26,6 @@ import sympy
 from sympy.core.cache import clear_cache
 
 from derive import bptt
-from derive import spec as specs
 from derive.spec import BPTT, Loss, Model, Notation, Spec, SpecError
 
 STEPS = (3, 10, 30, 100)

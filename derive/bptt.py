@@ -162,8 +162,8 @@ def reverse(assigns: list[Assign], seeds: list[tuple[sp.MatrixSymbol, sp.MatrixE
 def _group(pairs: list[tuple[sp.Expr, sp.MatrixExpr]]) -> list[tuple[sp.Expr, sp.MatrixExpr]]:
     """Contributions per step, in increasing step order (ages of one step are added)."""
     by_step: dict[sp.Expr, list[sp.MatrixExpr]] = defaultdict(list)
-    for step, expr in pairs:
-        by_step[step].append(expr)
+    for when, expr in pairs:
+        by_step[when].append(expr)
     return [(s, sp.MatAdd(*e) if len(e) > 1 else e[0]) for s, e in sorted(by_step.items(), key=lambda kv: kv[0])]
 
 
@@ -293,7 +293,7 @@ def path_sums(spec: Spec, unrolled: Unrolled | None = None) -> dict[sp.MatrixSym
     """
     unrolled = unrolled or unroll(spec)
     sym, m = unrolled.sym, spec.model
-    L, T, k_max = m.layers, spec.bptt.steps, spec.bptt.truncate or spec.bptt.steps
+    L, k_max = m.layers, spec.bptt.truncate or spec.bptt.steps
     # unevaluated transposes: letting SymPy distribute them over long products is slow
     col = (lambda e: sp.Transpose(e)) if sym.row else (lambda e: e)
     W = {l: col(sym("input_weight", l)) for l in range(1, L + 1)}

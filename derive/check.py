@@ -8,7 +8,6 @@ the parameters of the steps outside its window frozen (copies that are not diffe
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from dataclasses import dataclass
 from typing import Any
 

@@ -2,7 +2,6 @@
 evaluated on the same numbers: the code and the handout come from one derivation."""
 from __future__ import annotations
 
-import importlib.util
 import types
 from pathlib import Path
 

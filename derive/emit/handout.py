@@ -90,7 +90,6 @@ def _view(spec: Spec, command: str) -> dict:
             eq(a.lhs, a.rhs, f"eq:{spec.name}:fwd:{int(time)}:{i}")
             for i, a in enumerate(x for x in d.unrolled.forward if x.time == time)]})
     losses = [eq(a.lhs, a.rhs, f"eq:{spec.name}:loss:{int(a.time)}") for a in d.unrolled.losses]
-    loss_sym = sym("loss", None, t)
     scale = bptt.loss_scale(spec)
     total_loss = sp.Sum(sp.Symbol("E_t"), (t, 1, T)) if spec.loss.at == "every_step" else sp.Symbol("E_T")
     act = ACTIVATIONS[m.activation]

@@ -10,7 +10,6 @@ from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 from sympy.printing.latex import LatexPrinter
 from sympy.printing.numpy import NumPyPrinter
 
-from derive.rules import u
 from derive.unroll import VECTOR_ROLES, Symbols
 
 #: The order of terms in a printed sum, as the documents write them: W x + U h + b, and
@@ -53,8 +52,7 @@ class HandoutLatexPrinter(LatexPrinter):
         q = self.sym.info[expr]
         time = self.time(q.time)
         if q.role == "target":
-            return self.names.latex("output", None, time).replace(r"\hat", "", 0) if False else \
-                self._target(time)
+            return self._target(time)
         if q.role == "upstream":
             return f"g_{{{time}}}"
         if q.role == "hidden_grad":
@@ -118,8 +116,7 @@ class HandoutLatexPrinter(LatexPrinter):
         (var,) = expr.function.variables
         body = expr.function.expr
         if body.func in (sp.tanh, sp.log, sp.exp) and body.args == (var,):
-            return self._print(body.func(sp.Symbol(r"\left(" + arg + r"\right)")))[:0] + \
-                rf"{self._function_name(body.func)}\left({arg}\right)"
+            return rf"{self._function_name(body.func)}\left({arg}\right)"
         bracketed = arg if isinstance(expr.expr, sp.MatrixSymbol) else rf"\left({arg}\right)"
         self._bound[var] = bracketed
         try:
