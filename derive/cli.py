@@ -94,14 +94,14 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _command(args: argparse.Namespace, spec: specs.Spec) -> str:
-    """The command that regenerates a file, as written in its header."""
-    out = Path(args.out or ("generated" if args.all else ".")).as_posix()
+    """The command that regenerates a file, as written in its header. It never names the
+    output folder, so the same build is byte-identical wherever it is written."""
     style = " --style unrolled" if args.style == "unrolled" else ""
     if args.all:
-        return f"derive build --all{style} --out {out}"
+        return f"derive build --all{style}"
     source = f"--preset {spec.name}" if args.preset else Path(args.spec).name
     steps = f" --steps {args.steps}" if args.steps is not None else ""
-    return f"derive build {source}{steps}{style} --out {out}"
+    return f"derive build {source}{steps}{style} --out FOLDER-OF-THIS-FILE"
 
 
 def main(argv: list[str] | None = None) -> int:
