@@ -3,8 +3,10 @@ from the step rule by `LoopCodePrinter`; the template only places the lines.
 
 Arrays are time-major. Hidden states live in `h_l` of shape (T + 1, B, H_l) with h_l[0] = h0
 (so step t of the handout is index t), and the input projection of all steps is written
-into h_l[1:] before the loop overwrites it step by step. Deltas live in `delta_l` of shape
-(T + 1, B, H_l) (with truncation (T + 1, k, B, H_l): one row per age), the last row zero.
+into h_l[1:] before the loop overwrites it step by step. Deltas live in `delta_h_l` of
+shape (T, B, H_l), which first holds the slope f'(a_t) of every step; the last step's rule is
+peeled off the loop. With truncation they are (T + 1, k, B, H_l): one row per age, and a
+zero row for delta_{T+1}.
 """
 from __future__ import annotations
 
