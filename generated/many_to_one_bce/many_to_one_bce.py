@@ -223,15 +223,17 @@ def _check_array(name, value, shape, dtype=None):
 
 
 def _check_xs(params, xs):
+    dtypes = []
     for name, info in PARAMS.items():
         if name not in params:
             raise ValueError(f"params: missing {name!r} of shape {info['shape']}")
         value = params[name]
         if getattr(value, "shape", None) != info["shape"] or value.dtype.kind not in "fiu":
-            _check_array(f"params[{name!r}]", value, info["shape"])   # says what is wrong
-    xs = np.asarray(xs)
-    dtype = np.result_type(xs.dtype if xs.dtype.kind == "f" else np.float64,
-                           *(np.asarray(params[name]).dtype for name in PARAMS))
+            value = _check_array(f"params[{name!r}]", value, info["shape"])   # says what is wrong
+        dtypes.append(value.dtype)
+    if not isinstance(xs, np.ndarray):
+        xs = np.asarray(xs)
+    dtype = np.result_type(xs.dtype if xs.dtype.kind == "f" else np.float64, *dtypes)
     xs = _check_array("xs", xs, (None, None, 1), dtype)
     if not xs.shape[0] or not xs.shape[1]:
         raise ValueError(f"xs: expected at least one step and one row, shape (T, B, 1), got {xs.shape}")
