@@ -16,8 +16,6 @@ NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:_[A-Za-z0-9]+)?")
 #: Roles a spec may rename in [notation.names].
 ROLES = ("input_weight", "recurrent_weight", "bias", "output_weight", "output_bias",
          "hidden", "pre_activation", "output")
-#: Roles fixed by the preset: the data, the logits, the loss and the deltas.
-FIXED_ROLES = ("input", "logits", "loss", "delta", "output_delta")
 PARAM_ROLES = ROLES[:5]
 LAYER_ROLES = ("input_weight", "recurrent_weight", "bias", "hidden", "pre_activation", "delta")
 

@@ -49,6 +49,21 @@ def tex_text(text: str) -> str:
     return "".join(_TEX_SPECIALS.get(c, c) for c in text)
 
 
+def equation_labels(d: bptt.Derivation) -> dict[tuple[str, sp.MatrixSymbol], str]:
+    """The handout's `\\label`s of the equations that define a forward quantity, a delta or
+    a total, keyed by what they define; the unrolled module cites the same labels."""
+    name, sym = d.spec.name, d.sym
+    out = {}
+    for time in d.unrolled.times:
+        for i, a in enumerate(x for x in d.unrolled.forward if x.time == time):
+            out["fwd", a.lhs] = f"eq:{name}:fwd:{int(time)}:{i}"
+        for i, a in enumerate(x for x in d.deltas if x.time == time):
+            out["delta", a.lhs] = f"eq:{name}:delta:{int(time)}:{i}"
+    for p in d.uses:
+        out["total", p] = f"eq:{name}:total:{sym.names.python(sym.info[p].role, sym.info[p].layer)}"
+    return out
+
+
 def views(spec: Spec, command: str) -> dict[str, dict]:
     view = _view(spec, command)
     tex = dict(view)
@@ -83,12 +98,12 @@ def _view(spec: Spec, command: str) -> dict:
         s = sym(role, layer, t)
         shape = " x ".join(str(sp.sympify(x).xreplace(sizes)) for x in s.shape)
         table.append({"symbol": P.doprint(s), "role": ROLE_WORDS[role], "shape": shape, "python": "-"})
+    labels = equation_labels(d)
     # forward, one block per step
     forward = []
     for time in d.unrolled.times:
         forward.append({"time": int(time), "equations": [
-            eq(a.lhs, a.rhs, f"eq:{spec.name}:fwd:{int(time)}:{i}")
-            for i, a in enumerate(x for x in d.unrolled.forward if x.time == time)]})
+            eq(a.lhs, a.rhs, labels["fwd", a.lhs]) for a in d.unrolled.forward if a.time == time]})
     losses = [eq(a.lhs, a.rhs, f"eq:{spec.name}:loss:{int(a.time)}") for a in d.unrolled.losses]
     scale = bptt.loss_scale(spec)
     total_loss = sp.Sum(sp.Symbol("E_t"), (t, 1, T)) if spec.loss.at == "every_step" else sp.Symbol("E_T")
@@ -99,8 +114,7 @@ def _view(spec: Spec, command: str) -> dict:
     # delta recursion, one block per step from T down to 1
     deltas = []
     for time in reversed(d.unrolled.times):
-        rows = [eq(a.lhs, a.rhs, f"eq:{spec.name}:delta:{int(time)}:{i}")
-                for i, a in enumerate(x for x in d.deltas if x.time == time)]
+        rows = [eq(a.lhs, a.rhs, labels["delta", a.lhs]) for a in d.deltas if a.time == time]
         if rows:
             deltas.append({"time": int(time), "equations": rows})
     # per-step contributions and totals
@@ -112,8 +126,7 @@ def _view(spec: Spec, command: str) -> dict:
         steps = [{"lhs": rf"{dname}\Big|_{{{int(time)}}}", "op": "=", "rhs": P.doprint(e),
                   "label": f"eq:{spec.name}:use:{sym.names.python(sym.info[p].role, sym.info[p].layer)}:{int(time)}"}
                  for time, e in uses]
-        total = {"lhs": dname, "op": "=", "rhs": P.doprint(d.totals[p]),
-                 "label": f"eq:{spec.name}:total:{sym.names.python(sym.info[p].role, sym.info[p].layer)}"}
+        total = {"lhs": dname, "op": "=", "rhs": P.doprint(d.totals[p]), "label": labels["total", p]}
         update = {"lhs": name, "op": r"\leftarrow", "rhs": f"{name} - {P.doprint(eta)} {dname}",
                   "label": f"eq:{spec.name}:update:{sym.names.python(sym.info[p].role, sym.info[p].layer)}"}
         grads.append({"name": name, "steps": steps, "total": total, "rule": update,
@@ -156,7 +169,6 @@ def _view(spec: Spec, command: str) -> dict:
         "slips": SLIPS.get(spec.notation.preset, []),
         "check": f"derive check --preset {spec.name}" if command.startswith("derive build --all") or "--preset" in command
         else f"derive check {spec.name}.toml",
-        "delta_symbol": P.doprint(sym("delta", L, t)),
         "h0": P.doprint(sym("hidden", 1, sp.Integer(0))),
         "slope_range": act.slope_range,
         "stacked": L > 1,

@@ -15,6 +15,7 @@ import pprint
 import sympy as sp
 
 from derive import bptt
+from derive.emit.handout import equation_labels
 from derive.emit.printers import LoopCodePrinter
 from derive.rules import ACTIVATIONS
 from derive.spec import Spec
@@ -183,11 +184,11 @@ def unrolled_view(spec: Spec, command: str, template: str) -> dict:
     at the top hidden states, so `backward(dhs)` and `loss_and_grads` share them.
     """
     view = module_view(spec, command, template)
-    unrolled = bptt.unroll(spec)
+    derivation = bptt.derive(spec)   # for the handout's labels; its graph is reused below
+    unrolled, labels = derivation.unrolled, equation_labels(derivation)
     sym, m = unrolled.sym, spec.model
     L, T = m.layers, spec.bptt.steps
     names = sym.names
-    labels = _handout_labels(spec)
     h = {l: names.python("hidden", l) for l in range(1, L + 1)}
     refs: dict = {p: names.python(sym.info[p].role, sym.info[p].layer) for p in sym.params()}
     for time in range(0, T + 1):
@@ -207,8 +208,7 @@ def unrolled_view(spec: Spec, command: str, template: str) -> dict:
             continue
         rhs = a.rhs.func(a.rhs.function, pre[a.rhs.expr])
         forward_steps.append({"lhs": refs[a.lhs], "rhs": pr.vector(rhs),
-                              "label": f"{labels[('pre_activation', q.layer, q.time, None)]}, "
-                                       f"{labels[('hidden', q.layer, q.time, None)]}",
+                              "label": f"{labels['fwd', a.rhs.expr]}, {labels['fwd', a.lhs]}",
                               "time": int(q.time), "layer": q.layer})
     seeds = [(sym("hidden", L, sp.Integer(time)), sym("hidden_grad", L, sp.Integer(time)))
              for time in range(1, T + 1)]
@@ -219,7 +219,7 @@ def unrolled_view(spec: Spec, command: str, template: str) -> dict:
         local = f"delta_{h[q.layer]}_{int(q.time)}" + (f"_{q.age}" if q.age is not None else "")
         refs[d.lhs] = local
         deltas.append({"lhs": local, "rhs": pr.vector(d.rhs),
-                       "label": labels.get(("delta", q.layer, q.time, q.age), "")})
+                       "label": labels.get(("delta", d.lhs), "")})
     grads = []
     for p in sym.params():
         uses = back.uses.get(p)
@@ -228,7 +228,7 @@ def unrolled_view(spec: Spec, command: str, template: str) -> dict:
             continue
         total = sp.MatAdd(*[e for _, e in uses]) if len(uses) > 1 else uses[0][1]
         text = f"({pr.vector(total)}).sum(axis=0)" if q.role == "bias" else pr._print(total)
-        grads.append({"name": refs[p], "expr": text, "label": labels[("total", q.role, q.layer)]})
+        grads.append({"name": refs[p], "expr": text, "label": labels["total", p]})
     leaves = {leaf: sp.MatAdd(*e) if len(e) > 1 else e[0] for leaf, e in back.leaves.items()}
     xs_grads = [{"index": time - 1, "expr": pr.vector(leaves[sym("input", None, sp.Integer(time))])}
                 for time in range(1, T + 1)]
@@ -239,20 +239,3 @@ def unrolled_view(spec: Spec, command: str, template: str) -> dict:
                  "unrolled_grads": grads, "xs_grads": xs_grads, "h0_grads": h0_grads})
     return view
 
-
-def _handout_labels(spec: Spec) -> dict:
-    """The handout's equation labels, keyed by what each equation defines."""
-    d = bptt.derive(spec)
-    sym = d.sym
-    out = {}
-    for time in d.unrolled.times:
-        for i, a in enumerate(x for x in d.unrolled.forward if x.time == time):
-            q = sym.info[a.lhs]
-            out[(q.role, q.layer, q.time, None)] = f"eq:{spec.name}:fwd:{int(time)}:{i}"
-        for i, a in enumerate(x for x in d.deltas if x.time == time):
-            q = sym.info[a.lhs]
-            out[(q.role, q.layer, q.time, q.age)] = f"eq:{spec.name}:delta:{int(time)}:{i}"
-    for p in d.uses:
-        q = sym.info[p]
-        out[("total", q.role, q.layer)] = f"eq:{spec.name}:total:{sym.names.python(q.role, q.layer)}"
-    return out
