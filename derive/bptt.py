@@ -186,6 +186,11 @@ class Derivation:
     def sym(self) -> Symbols:
         return self.unrolled.sym
 
+    @property
+    def scale(self) -> sp.Expr:
+        """The reduction's factor on L (mean divides by B and T; the derivation has B = 1)."""
+        return loss_scale(self.spec)
+
 
 def derive(spec: Spec) -> Derivation:
     """Form (a): unroll for T steps and run reverse mode once over the whole graph."""
