@@ -12,14 +12,16 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Callable
 
 import sympy as sp
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 from sympy.matrices.expressions.diagonal import DiagMatrix
 
-from derive.rules import ACTIVATIONS, u, v
+from derive.matrices import Assign, elementwise
+from derive.rules import ACTIVATIONS, LOSSES, u, v
 from derive.spec import Spec
-from derive.unroll import Assign, Softmax, Symbols, Unrolled, elementwise, inner, step, t, unroll
+from derive.unroll import Symbols, Unrolled, step, t, unroll
 
 #: Nodes whose adjoint gets a name (a delta) instead of being written inline.
 NAMED = {"pre_activation": "delta", "logits": "output_delta"}
@@ -35,53 +37,55 @@ def slope(function: sp.Lambda, output: sp.MatrixExpr) -> sp.MatrixExpr | None:
     raise KeyError(f"no rule for {function}")
 
 
+#: The vector-Jacobian products, one row per kind of expression (as HIPS autograd's
+#: `defvjp`): each maps (expression, its output, the gradient reaching it) to the
+#: (argument, gradient) pairs to pass on. Adding a kind of expression is one row.
+VJPS: dict[type, Callable[[sp.Expr, sp.MatrixSymbol, sp.MatrixExpr], list[tuple[sp.Expr, sp.MatrixExpr]]]] = {}
+
+
+def defvjp(kind: type):
+    def register(rule):
+        VJPS[kind] = rule
+        return rule
+    return register
+
+
+def _product(factors: tuple, grad: sp.MatrixExpr, i: int) -> sp.MatrixExpr:
+    """The gradient reaching factor i of a matrix product: left^T grad right^T."""
+    left, right = factors[:i], factors[i + 1:]
+    pieces = [sp.MatMul(*left).T] if left else []
+    pieces.append(grad)
+    if right:
+        pieces.append(sp.MatMul(*right).T)
+    return sp.MatMul(*pieces) if len(pieces) > 1 else grad
+
+
+defvjp(sp.MatAdd)(lambda rhs, lhs, grad: [(arg, grad) for arg in rhs.args])
+defvjp(sp.MatMul)(lambda rhs, lhs, grad: [(f, _product(rhs.args, grad, i)) for i, f in enumerate(rhs.args)])
+defvjp(sp.HadamardProduct)(lambda rhs, lhs, grad: [
+    (f, sp.HadamardProduct(grad, *(g for j, g in enumerate(rhs.args) if j != i))) for i, f in enumerate(rhs.args)])
+
+
+@defvjp(ElementwiseApplyFunction)
+def _elementwise(rhs: ElementwiseApplyFunction, lhs: sp.MatrixSymbol, grad: sp.MatrixExpr):
+    s = slope(rhs.function, lhs)
+    return [(rhs.expr, grad if s is None else sp.HadamardProduct(grad, s))]
+
+
 def vjp(rhs: sp.Expr, lhs: sp.MatrixSymbol, grad: sp.MatrixExpr) -> list[tuple[sp.MatrixSymbol, sp.MatrixExpr]]:
-    """The table of vector-Jacobian products: the gradient reaching each leaf of `rhs`."""
+    """The gradient reaching each leaf of `rhs`, by the table `VJPS`."""
     if isinstance(rhs, sp.MatrixSymbol):
         return [(rhs, grad)]
-    if isinstance(rhs, sp.MatAdd):
-        return [pair for arg in rhs.args for pair in vjp(arg, lhs, grad)]
-    if isinstance(rhs, sp.MatMul):
-        out = []
-        for i, factor in enumerate(rhs.args):
-            left, right = rhs.args[:i], rhs.args[i + 1:]
-            pieces = [sp.MatMul(*left).T] if left else []
-            pieces.append(grad)
-            if right:
-                pieces.append(sp.MatMul(*right).T)
-            out += vjp(factor, lhs, sp.MatMul(*pieces) if len(pieces) > 1 else grad)
-        return out
-    if isinstance(rhs, ElementwiseApplyFunction):
-        s = slope(rhs.function, lhs)
-        return vjp(rhs.expr, lhs, grad if s is None else sp.HadamardProduct(grad, s))
-    raise TypeError(f"no vector-Jacobian product for {type(rhs).__name__}")
+    rule = next((r for kind, r in VJPS.items() if isinstance(rhs, kind)), None)
+    if rule is None:
+        raise TypeError(f"no vector-Jacobian product for {type(rhs).__name__}")
+    return [pair for arg, g in rule(rhs, lhs, grad) for pair in vjp(arg, lhs, g)]
 
 
 def output_rule(unrolled: Unrolled, time: sp.Expr, scale: sp.Expr = sp.Integer(1)) -> tuple[sp.MatrixSymbol, sp.MatrixExpr]:
-    """dE_t/d(logits) (or dE_t/dh when there is no output layer): the fused rule table."""
-    spec, sym = unrolled.spec, unrolled.sym
-    m, kind = spec.model, spec.loss.kind
-    y_hat, y = unrolled.prediction(time), sym("target", None, time)
-    residual = sym("upstream", None, time) if kind == "none" else y_hat - y
-    if not m.output_size:
-        return y_hat, scale * residual
-    z = sym("logits", None, time)
-    if kind == "cross_entropy":
-        probs = y_hat if m.output_activation == "softmax" else Softmax(z)
-        rule = probs - y
-    elif kind == "bce":
-        probs = y_hat if m.output_activation == "sigmoid" else \
-            elementwise(ACTIVATIONS["sigmoid"].value, z)
-        rule = probs - y
-    elif m.output_activation == "identity":
-        rule = residual
-    elif m.output_activation == "sigmoid":
-        rule = sp.HadamardProduct(residual, elementwise(ACTIVATIONS["sigmoid"].slope.xreplace({v: u}), y_hat))
-    else:  # softmax Jacobian: p * (r - (p . r) 1)
-        ones = sp.OneMatrix(*y_hat.shape)
-        dot = inner(sym, y_hat, residual)
-        rule = sp.HadamardProduct(y_hat, residual - (sp.MatMul(dot, ones) if sym.row else sp.MatMul(ones, dot)))
-    return z, scale * rule
+    """dE_t/d(logits) (or dE_t/dh when there is no output layer): the loss table's fused rule."""
+    node, rule = LOSSES[unrolled.spec.loss.kind].rule(unrolled.at(time))
+    return node, scale * rule
 
 
 #: Batch size and run-time sequence length, as the generated module sees them.
@@ -177,6 +181,11 @@ class Derivation:
     uses: dict[sp.MatrixSymbol, list[tuple[sp.Expr, sp.MatrixExpr]]]
     totals: dict[sp.MatrixSymbol, sp.MatrixExpr]
     data_grads: dict[sp.MatrixSymbol, sp.MatrixExpr]
+    #: the generic step t, from which the loop module is printed
+    rule: "StepRule"
+    #: the delta recursion of the recurrent layers seeded by an upstream gradient on every
+    #: top hidden state (the module's `backward(dhs)`), from which the unrolled module is printed
+    upstream: Backward
 
     @property
     def spec(self) -> Spec:
@@ -193,16 +202,22 @@ class Derivation:
 
 
 def derive(spec: Spec) -> Derivation:
-    """Form (a): unroll for T steps and run reverse mode once over the whole graph."""
+    """Every gradient of one spec, once: reverse mode over the whole unrolled graph (form (a)),
+    the generic step rule, and the recursion seeded by an upstream gradient."""
     unrolled = unroll(spec)
+    sym = unrolled.sym
     scale = loss_scale(spec)
     seeds = [output_rule(unrolled, time, scale) for time in unrolled.loss_steps]
-    back = reverse(unrolled.forward, seeds, unrolled.sym, spec.bptt.truncate)
-    uses = {p: _group(back.uses.get(p, [])) for p in unrolled.sym.params()}
+    back = reverse(unrolled.forward, seeds, sym, spec.bptt.truncate)
+    uses = {p: _group(back.uses.get(p, [])) for p in sym.params()}
     totals = {p: (sp.MatAdd(*[e for _, e in c]) if len(c) > 1 else c[0][1]) if c
               else sp.ZeroMatrix(*p.shape) for p, c in uses.items()}
     data = {leaf: sp.MatAdd(*e) if len(e) > 1 else e[0] for leaf, e in back.leaves.items()}
-    return Derivation(unrolled, back.deltas, seeds, uses, totals, data)
+    L = spec.model.layers
+    recurrent = [a for a in unrolled.forward if a.layer is not None and a.layer <= L]
+    upstream = reverse(recurrent, [(sym("hidden", L, time), sym("hidden_grad", L, time)) for time in unrolled.times],
+                       sym, spec.bptt.truncate)
+    return Derivation(unrolled, back.deltas, seeds, uses, totals, data, step_rule(spec, sym), upstream)
 
 
 # --------------------------------------------------------------------------- the step rule
@@ -235,13 +250,13 @@ class StepRule:
     initial: dict[int, sp.MatrixExpr]     # gradient reaching h^l_0: the h0 gradient rule
 
 
-def step_rule(spec: Spec) -> StepRule:
+def step_rule(spec: Spec, sym: Symbols | None = None) -> StepRule:
     """Reverse mode over one symbolic step t, with delta_{t+1} taken as known.
 
     Truncation is not part of the rule: the loop code applies it by giving each delta an
     age axis and shifting the ages by one where delta_{t+1} is read.
     """
-    sym = Symbols(spec)
+    sym = sym or Symbols(spec)
     now, after = step(sym, t), step(sym, t + 1)
     layers = []
     L = spec.model.layers

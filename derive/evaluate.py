@@ -13,13 +13,14 @@ import sympy as sp
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 from sympy.matrices.expressions.diagonal import DiagMatrix
 
-from derive.unroll import Softmax
+from derive.matrices import LogSumExp, Softmax
+from derive.rules.activations import stable
 
 
 @lru_cache(maxsize=None)
 def _numpy_function(function: sp.Lambda) -> Callable[[np.ndarray], np.ndarray]:
     modules = [{"Max": np.maximum, "Heaviside": np.heaviside}, "numpy"]
-    return sp.lambdify(function.variables, function.expr, modules=modules)
+    return sp.lambdify(function.variables, stable(function.expr), modules=modules)
 
 
 class NumPyBackend:
@@ -35,6 +36,10 @@ class NumPyBackend:
     def softmax(self, x: np.ndarray) -> np.ndarray:
         e = np.exp(x - x.max())
         return e / e.sum()
+
+    def logsumexp(self, x: np.ndarray) -> np.ndarray:
+        m = x.max()
+        return np.array([[m + np.log(np.exp(x - m).sum())]])
 
     def diag(self, x: np.ndarray) -> np.ndarray:
         return np.diagflat(x)
@@ -59,6 +64,9 @@ class SymPyBackend:
     def softmax(self, x: sp.Matrix) -> sp.Matrix:
         e = x.applyfunc(sp.exp)
         return e / sum(e)
+
+    def logsumexp(self, x: sp.Matrix) -> sp.Matrix:
+        return sp.Matrix([[sp.log(sum(x.applyfunc(sp.exp)))]])
 
     def diag(self, x: sp.Matrix) -> sp.Matrix:
         return sp.diag(*x)
@@ -99,6 +107,8 @@ def evaluate(expr: sp.Expr, env: dict[sp.MatrixSymbol, Any], backend: Any,
             value = backend.apply(e.function, go(e.expr))
         elif isinstance(e, Softmax):
             value = backend.softmax(go(e.arg))
+        elif isinstance(e, LogSumExp):
+            value = backend.logsumexp(go(e.arg))
         elif isinstance(e, DiagMatrix):
             value = backend.diag(go(e.args[0]))
         elif isinstance(e, sp.OneMatrix):

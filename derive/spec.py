@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from derive import notation
-from derive.rules import ACTIVATIONS, LOSSES, LOSSES_WITHOUT_OUTPUT_LAYER, OUTPUT_ACTIVATIONS
+from derive.cells import CELLS
+from derive.rules import ACTIVATIONS, LOSSES, OUTPUT_ACTIVATIONS
 
-CELLS = ("elman",)
 AT = ("every_step", "last_step")
 REDUCTIONS = ("sum", "mean")
 #: The handout and the unrolled module write every step out; beyond this they would be
@@ -149,7 +149,7 @@ def _check(spec: Spec) -> list[str]:
         problems.append("title: must be printable ASCII text of at most 200 characters, "
                         "without any of " + " ".join(TITLE_FORBIDDEN))
     m = spec.model
-    _choice(problems, "model.cell", m.cell, CELLS)
+    _choice(problems, "model.cell", m.cell, tuple(CELLS))
     _positive(problems, "model.input_size", m.input_size)
     if not isinstance(m.hidden_sizes, tuple) or not 1 <= len(m.hidden_sizes) <= MAX_LAYERS:
         problems.append(f"model.hidden_sizes: must be a list of 1 to {MAX_LAYERS} positive integers")
@@ -175,19 +175,19 @@ def _check(spec: Spec) -> list[str]:
     if problems:
         return problems
     # contradictions between fields, once every field is well-formed
+    row = LOSSES[loss.kind]
     if m.output_size == 0:
-        if loss.kind not in LOSSES_WITHOUT_OUTPUT_LAYER:
+        if not row.without_output_layer:
+            alone = [k for k, r in LOSSES.items() if r.without_output_layer]
             problems.append(f"loss.kind: {loss.kind!r} needs an output layer (model.output_size > 0); "
-                            f"without one use {' or '.join(LOSSES_WITHOUT_OUTPUT_LAYER)}")
+                            f"without one use {' or '.join(alone)}")
         if m.output_activation != "identity":
             problems.append("model.output_activation: must be 'identity' when model.output_size = 0 (no output layer)")
-    if loss.kind == "cross_entropy":
-        if m.output_size and m.output_size < 2:
-            problems.append("model.output_size: cross_entropy needs at least 2 classes")
-        if m.output_activation == "sigmoid":
-            problems.append("model.output_activation: cross_entropy needs 'softmax' or 'identity' (logits), not 'sigmoid'")
-    if loss.kind == "bce" and m.output_activation == "softmax":
-        problems.append("model.output_activation: bce needs 'sigmoid' or 'identity' (logits), not 'softmax'")
+    if row.target == "class" and m.output_size and m.output_size < 2:
+        problems.append(f"model.output_size: {loss.kind} needs at least 2 classes")
+    if m.output_activation not in row.outputs:
+        allowed = " or ".join(repr(o) + (" (logits)" if o == "identity" else "") for o in row.outputs)
+        problems.append(f"model.output_activation: {loss.kind} needs {allowed}, not {m.output_activation!r}")
     problems += notation.check(spec.notation.preset, spec.notation.layout, spec.notation.names,
                                layers=m.layers, output=m.output_size > 0, bias=m.bias)
     return problems

@@ -10,10 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import sympy as sp
-from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 
 from derive import notation
-from derive.rules import ACTIVATIONS, u
+from derive.cells import CELLS
+from derive.matrices import Assign, Softmax, elementwise
+from derive.rules import ACTIVATIONS, LOSSES
+from derive.rules.losses import At
 from derive.spec import Spec
 
 #: The symbolic time index of the generic step rule.
@@ -31,29 +33,7 @@ class Quantity:
     layer: int | None = None
     time: sp.Expr | None = None
     age: int | None = None   # with truncation: how many steps this delta has travelled back
-
-
-class Softmax(sp.MatrixExpr):
-    """softmax over the entries of a vector (a whole-vector function, not elementwise)."""
-
-    def __new__(cls, arg: sp.MatrixExpr):
-        return super().__new__(cls, arg)
-
-    @property
-    def arg(self) -> sp.MatrixExpr:
-        return self.args[0]
-
-    @property
-    def shape(self):
-        return self.arg.shape
-
-    def _eval_transpose(self) -> "Softmax":
-        return Softmax(self.arg.T)   # softmax of the same entries, laid out as a row
-
-
-def elementwise(function: sp.Expr, x: sp.MatrixExpr) -> ElementwiseApplyFunction:
-    """f applied to every entry of x; `function` is written in the scalar `u`."""
-    return ElementwiseApplyFunction(sp.Lambda(u, function), x)
+    gate: str | None = None  # the gate of a gated cell's parameter or quantity
 
 
 class Symbols:
@@ -69,6 +49,7 @@ class Symbols:
         self.output_dim = sp.Symbol("n_y", integer=True, positive=True)
         self.info: dict[sp.MatrixSymbol, Quantity] = {}
         self._made: dict[Quantity, sp.MatrixSymbol] = {}
+        self.cell = CELLS[spec.model.cell]
         self.names = notation.Names(notation.PRESETS[spec.notation.preset],
                                     dict(spec.notation.names), m.layers)
 
@@ -92,8 +73,8 @@ class Symbols:
         return (1, n) if self.row else (n, 1)
 
     def __call__(self, role: str, layer: int | None = None, time: sp.Expr | int | None = None,
-                 age: int | None = None) -> sp.MatrixSymbol:
-        q = Quantity(role, layer, None if time is None else sp.sympify(time), age)
+                 age: int | None = None, gate: str | None = None) -> sp.MatrixSymbol:
+        q = Quantity(role, layer, None if time is None else sp.sympify(time), age, gate)
         if q in self._made:
             return self._made[q]
         if role in VECTOR_ROLES:
@@ -101,26 +82,25 @@ class Symbols:
         elif role == "loss":
             shape = (1, 1)
         else:
-            shape = self._param_shape(role, layer)
-        key = f"{role}[{layer}]@{q.time}#{age}"
+            shape = self._param_shape(role, layer, gate)
+        key = f"{role}[{layer}]@{q.time}#{age}" + (f".{gate}" if gate else "")
         symbol = sp.MatrixSymbol(key, *shape)
         self._made[q] = symbol
         self.info[symbol] = q
         return symbol
 
-    def _param_shape(self, role: str, layer: int | None) -> tuple[sp.Expr, sp.Expr]:
-        n = self.hidden_dims[layer - 1] if role in ("input_weight", "recurrent_weight", "bias") else None
-        if role == "input_weight":
-            fan_in = self.input_dim if layer == 1 else self.hidden_dims[layer - 2]
-            shape = (n, fan_in)
-        elif role == "recurrent_weight":
-            shape = (n, n)
-        elif role == "output_weight":
+    def _param_shape(self, role: str, layer: int | None, gate: str | None = None) -> tuple[sp.Expr, sp.Expr]:
+        if role == "output_weight":
             shape = (self.output_dim, self.hidden_dims[-1])
-        elif role in ("bias", "output_bias"):
-            return self.vector(n if role == "bias" else self.output_dim)
+        elif role == "output_bias":
+            return self.vector(self.output_dim)
         else:
-            raise KeyError(role)
+            declared = next(p for p in self.cell.PARAMS if (p.role, p.gate) == (role, gate))
+            words = {"hidden": self.hidden_dims[layer - 1],
+                     "below": self.input_dim if layer == 1 else self.hidden_dims[layer - 2]}
+            if len(declared.shape) == 1:
+                return self.vector(words[declared.shape[0]])
+            shape = tuple(words[w] for w in declared.shape)
         return shape[::-1] if self.row else shape
 
     def product(self, weight: sp.MatrixExpr, vector: sp.MatrixExpr) -> sp.MatrixExpr:
@@ -128,28 +108,16 @@ class Symbols:
         return sp.MatMul(vector, weight) if self.row else sp.MatMul(weight, vector)
 
     def params(self) -> list[sp.MatrixSymbol]:
-        """Every parameter in PARAMS order (CONVENTIONS.md)."""
+        """Every parameter in PARAMS order (CONVENTIONS.md): the cell's, layer by layer,
+        then the output layer's."""
         m = self.spec.model
-        out = []
-        for l in range(1, m.layers + 1):
-            out += [self("input_weight", l), self("recurrent_weight", l)]
-            if m.bias:
-                out.append(self("bias", l))
+        out = [self(p.role, l, gate=p.gate) for l in range(1, m.layers + 1)
+               for p in self.cell.PARAMS if m.bias or not p.bias]
         if m.output_size:
             out.append(self("output_weight", m.layers + 1))
             if m.bias:
                 out.append(self("output_bias", m.layers + 1))
         return out
-
-
-@dataclass(frozen=True)
-class Assign:
-    """One equation `lhs = rhs` of the forward pass or of the backward pass."""
-
-    lhs: sp.MatrixSymbol
-    rhs: sp.Expr
-    time: sp.Expr | None = None
-    layer: int | None = None
 
 
 @dataclass
@@ -172,23 +140,22 @@ class Unrolled:
             return self.sym("logits", None, time)
         return self.sym("output", None, time)
 
+    def at(self, time: sp.Expr) -> At:
+        """What the loss sees at a step, for the loss table."""
+        m, sym = self.spec.model, self.sym
+        return At(sym.row, self.prediction(time), sym("logits", None, time) if m.output_size else None,
+                  m.output_activation if m.output_size else None,
+                  sym("upstream" if self.spec.loss.kind == "none" else "target", None, time))
+
 
 def step(sym: Symbols, time: sp.Expr) -> list[Assign]:
-    """The forward equations of one time step, layer by layer, then the output layer."""
+    """The forward equations of one time step: the cell layer by layer, then the output layer."""
     m = sym.spec.model
-    act = ACTIVATIONS[m.activation]
     out: list[Assign] = []
     below = sym("input", None, time)
     for l in range(1, m.layers + 1):
-        a = sym("pre_activation", l, time)
-        terms = [sym.product(sym("input_weight", l), below),
-                 sym.product(sym("recurrent_weight", l), sym("hidden", l, time - 1))]
-        if m.bias:
-            terms.append(sym("bias", l))
-        out.append(Assign(a, sp.MatAdd(*terms), time, l))
-        h = sym("hidden", l, time)
-        out.append(Assign(h, elementwise(act.value, a), time, l))
-        below = h
+        out += sym.cell.step(sym, l, time, below)
+        below = sym("hidden", l, time)
     if m.output_size:
         z = sym("logits", None, time)
         terms = [sym.product(sym("output_weight", m.layers + 1), below)]
@@ -203,34 +170,6 @@ def step(sym: Symbols, time: sp.Expr) -> list[Assign]:
     return out
 
 
-def inner(sym: Symbols, a: sp.MatrixExpr, b: sp.MatrixExpr) -> sp.MatrixExpr:
-    """The 1x1 product a . b of two vectors in the spec's layout."""
-    return sp.MatMul(a, b.T) if sym.row else sp.MatMul(a.T, b)
-
-
-def loss_term(unrolled: Unrolled, time: sp.Expr) -> sp.Expr:
-    """E_t as a 1x1 matrix expression of the prediction and target at one step."""
-    sym, spec = unrolled.sym, unrolled.spec
-    y_hat, y = unrolled.prediction(time), sym("target", None, time)
-    kind = spec.loss.kind
-    if kind == "mse":
-        e = y_hat - y
-        return sp.Rational(1, 2) * inner(sym, e, e)
-    if kind == "none":
-        return inner(sym, sym("upstream", None, time), y_hat)
-    z = sym("logits", None, time)
-    log = sp.log(u)
-    if kind == "cross_entropy":
-        probs = Softmax(z) if spec.model.output_activation == "identity" else y_hat
-        return -inner(sym, y, elementwise(log, probs))
-    # bce, written through the probabilities sigma(z)
-    probs = y_hat if spec.model.output_activation == "sigmoid" else \
-        elementwise(ACTIVATIONS["sigmoid"].value, z)
-    ones = sp.OneMatrix(*y.shape)
-    return -(inner(sym, y, elementwise(log, probs)) +
-             inner(sym, ones - y, elementwise(sp.log(1 - u), probs)))
-
-
 def unroll(spec: Spec, times: list[sp.Expr] | None = None) -> Unrolled:
     """The forward pass for steps 1..T, and the loss terms L = sum_t E_t (or E_T)."""
     sym = Symbols(spec)
@@ -240,7 +179,8 @@ def unroll(spec: Spec, times: list[sp.Expr] | None = None) -> Unrolled:
     for time in times:
         result.forward += step(sym, time)
     last = [times[-1]] if spec.loss.at == "last_step" else times
+    loss = LOSSES[spec.loss.kind]
     for time in last:
-        result.losses.append(Assign(sym("loss", None, time), loss_term(result, time), time))
+        result.losses.append(Assign(sym("loss", None, time), loss.value(result.at(time)), time))
         result.loss_steps.append(time)
     return result

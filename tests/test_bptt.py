@@ -332,7 +332,7 @@ def random_specs(draw, max_layers: int = 3, max_size: int = 3, max_steps: int = 
                         activation=draw(st.sampled_from(sorted(ACTIVATIONS))),
                         output_activation=draw(st.sampled_from(OUTPUT_ACTIVATIONS)),
                         bias=draw(st.booleans())),
-            loss=Loss(kind=draw(st.sampled_from(LOSSES)),
+            loss=Loss(kind=draw(st.sampled_from(sorted(LOSSES))),
                       at=draw(st.sampled_from(specs.AT)),
                       reduction=draw(st.sampled_from(specs.REDUCTIONS))),
             bptt=BPTT(steps=steps, truncate=draw(st.integers(0, steps))),

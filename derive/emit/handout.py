@@ -2,13 +2,14 @@
 objects printed by `HandoutLatexPrinter` in the spec's notation."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import sympy as sp
 
 from derive import bptt
 from derive.emit.printers import HandoutLatexPrinter, Partial
 from derive.rules import ACTIVATIONS, u, v
-from derive.spec import Spec
-from derive.unroll import elementwise
+from derive.matrices import elementwise
 
 ROLE_WORDS = {
     "input": "input at step t", "input_weight": "input-to-hidden weight",
@@ -64,8 +65,21 @@ def equation_labels(d: bptt.Derivation) -> dict[tuple[str, sp.MatrixSymbol], str
     return out
 
 
-def views(spec: Spec, command: str) -> dict[str, dict]:
-    view = _view(spec, command)
+@dataclass(frozen=True)
+class Document:
+    """The handout built once from the derivation: its views, and its equation labels
+    (which the unrolled module cites)."""
+
+    views: dict[str, dict]
+    labels: dict
+
+
+def build(d: bptt.Derivation, command: str) -> Document:
+    return Document(views(d, command), equation_labels(d))
+
+
+def views(d: bptt.Derivation, command: str) -> dict[str, dict]:
+    view = _view(d, command)
     tex = dict(view)
     for key in ("name", "title", "command", "source", "check", "slope_range"):  # plain text
         tex[key] = tex_text(view[key])
@@ -74,8 +88,8 @@ def views(spec: Spec, command: str) -> dict[str, dict]:
     return {"tex": tex, "md": view}
 
 
-def _view(spec: Spec, command: str) -> dict:
-    d = bptt.derive(spec)
+def _view(d: bptt.Derivation, command: str) -> dict:
+    spec = d.spec
     sym, m = d.sym, spec.model
     P = HandoutLatexPrinter(sym)
     L = m.layers
@@ -105,10 +119,10 @@ def _view(spec: Spec, command: str) -> dict:
         forward.append({"time": int(time), "equations": [
             eq(a.lhs, a.rhs, labels["fwd", a.lhs]) for a in d.unrolled.forward if a.time == time]})
     losses = [eq(a.lhs, a.rhs, f"eq:{spec.name}:loss:{int(a.time)}") for a in d.unrolled.losses]
-    scale = bptt.loss_scale(spec)
+    scale = d.scale
     total_loss = sp.Sum(sp.Symbol("E_t"), (t, 1, T)) if spec.loss.at == "every_step" else sp.Symbol("E_T")
     act = ACTIVATIONS[m.activation]
-    slope_eq = {"lhs": rf"{act.latex}'(u)", "op": "=",
+    slope_eq = {"lhs": rf"{P.function_name(act.value)}'(u)", "op": "=",
                 "rhs": P.doprint(act.slope.xreplace({v: act.value})) + r" = " + P.doprint(act.slope.xreplace({v: sp.Symbol("v")})),
                 "label": f"eq:{spec.name}:slope"}
     # delta recursion, one block per step from T down to 1

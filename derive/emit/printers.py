@@ -10,6 +10,8 @@ from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 from sympy.printing.latex import LatexPrinter
 from sympy.printing.numpy import NumPyPrinter
 
+from derive.matrices import u
+from derive.rules import TableFunction
 from derive.unroll import VECTOR_ROLES, Symbols
 
 #: The order of terms in a printed sum, as the documents write them: W x + U h + b, and
@@ -115,8 +117,8 @@ class HandoutLatexPrinter(LatexPrinter):
         arg = self._print(expr.expr)
         (var,) = expr.function.variables
         body = expr.function.expr
-        if body.func in (sp.tanh, sp.log, sp.exp) and body.args == (var,):
-            return rf"{self._function_name(body.func)}\left({arg}\right)"
+        if body.args == (var,) and (isinstance(body, TableFunction) or body.func in self._NAMES):
+            return rf"{self.function_name(body.xreplace({var: u}))}\left({arg}\right)"
         bracketed = arg if isinstance(expr.expr, sp.MatrixSymbol) else rf"\left({arg}\right)"
         self._bound[var] = bracketed
         try:
@@ -125,9 +127,15 @@ class HandoutLatexPrinter(LatexPrinter):
             del self._bound[var]
         return rf"\left({text}\right)" if isinstance(body, sp.Add) else text
 
-    @staticmethod
-    def _function_name(func: type) -> str:
-        return {sp.tanh: r"\tanh", sp.log: r"\log", sp.exp: r"\exp"}[func]
+    _NAMES = {sp.tanh: r"\tanh", sp.log: r"\log", sp.exp: r"\exp"}
+
+    def function_name(self, value: sp.Expr) -> str:
+        """The name of the function that `value` applies to u: σ, tanh, id, ..."""
+        if isinstance(value, TableFunction):
+            return value.latex_name
+        if value == u:
+            return r"\operatorname{id}"
+        return self._NAMES[value.func]
 
     def _print_Softmax(self, expr: sp.Expr) -> str:
         return rf"\operatorname{{softmax}}\left({self._print(expr.args[0])}\right)"
@@ -256,6 +264,32 @@ class LoopCodePrinter(NumPyPrinter):
     def _print_Softmax(self, expr: sp.Expr) -> str:
         return f"_softmax({self._print(expr.args[0])})"
 
+    def _print_LogSumExp(self, expr: sp.Expr) -> str:
+        return f"_logsumexp({self.vector(expr.arg)})"
+
+    def grand_total(self, expr: sp.MatrixExpr) -> str:
+        """Σ over steps and batch rows of a per-step 1 x 1 expression (a loss), term by term."""
+        out = ""
+        terms = expr.args if isinstance(expr, sp.MatAdd) else (expr,)
+        for term in sorted(terms, key=lambda e: e.could_extract_minus_sign()):   # subtracted terms last
+            coeff, body = term.as_coeff_mmul() if isinstance(term, sp.MatMul) else (sp.Integer(1), term)
+            factors = [f for f in (body.args if isinstance(body, sp.MatMul) else (body,))
+                       if not isinstance(f, sp.OneMatrix) and f != 1]   # 1 . x sums x, as np.sum does
+            if len(factors) == 2:   # a . b: the products of all rows, summed at once
+                text = f"np.sum({self._paren(factors[0])} * {self._paren(factors[1].T)})"
+            else:   # one vector (a column in the math is a row in the code) or a 1 x 1 term
+                (f,) = factors
+                text = f"np.sum({self._print(f.T if f.shape[1] == 1 and f.shape[0] != 1 else f)})"
+            if coeff != 1 and coeff != -1:
+                text = f"{self._print(abs(coeff))} * {text}"
+            sign = "-" if coeff < 0 else "+"
+            out = (f"-{text}" if sign == "-" else text) if not out else f"{out} {sign} {text}"
+        return out
+
+    def _print_Function(self, expr: sp.Function) -> str:
+        # a table function prints as its row's stable NumPy form
+        return self._print(expr.stable()) if isinstance(expr, TableFunction) else super()._print_Function(expr)
+
     def _print_Max(self, expr: sp.Max) -> str:
         a, b = expr.args
         return f"np.maximum({self._print(a)}, {self._print(b)})"
@@ -324,11 +358,17 @@ class LoopCodePrinter(NumPyPrinter):
             if op == "multiply" and const == -1 and i + 1 < len(chain) and chain[i + 1][0] == "add":
                 lines.append(f"np.subtract({self._print(chain[i + 1][1])}, {current}, out={target})")
                 i += 2
+            elif op == "multiply" and const == -1:
+                lines.append(f"np.negative({current}, out={target})")
+                i += 1
             elif op == "max0":
                 lines.append(f"np.maximum({current}, 0, out={target})")
                 i += 1
             elif op in ("add", "multiply"):
                 lines.append(f"np.{op}({current}, {self._print(const)}, out={target})")
+                i += 1
+            elif const is not None:
+                lines.append(f"{self._module_format(op)}({self._print(const)}, {current}, out={target})")
                 i += 1
             else:
                 lines.append(f"{self._module_format(op)}({current}, out={target})")
@@ -355,6 +395,12 @@ class LoopCodePrinter(NumPyPrinter):
         if isinstance(body, sp.Max) and len(body.args) == 2 and sp.Integer(0) in body.args:
             inner = self._chain(next(a for a in body.args if a != 0), var)
             return None if inner is None else inner + [("max0", None)]
+        if isinstance(body, TableFunction):   # the row's stable NumPy form
+            return self._chain(body.stable(), var)
+        if body.is_Function and len(body.args) == 2 and body.func.__name__ in self.known_functions:
+            const, moving = body.args   # a binary ufunc with a constant first operand: logaddexp(0, x)
+            inner = None if var in const.free_symbols else self._chain(moving, var)
+            return None if inner is None else inner + [(self.known_functions[body.func.__name__], const)]
         if body.is_Function and len(body.args) == 1 and body.func.__name__ in self.known_functions:
             inner = self._chain(body.args[0], var)
             return None if inner is None else inner + [(self.known_functions[body.func.__name__], None)]
