@@ -19,17 +19,15 @@ ROLES = ("input_weight", "recurrent_weight", "bias", "output_weight", "output_bi
 PARAM_ROLES = ROLES[:5]
 LAYER_ROLES = ("input_weight", "recurrent_weight", "bias", "hidden", "pre_activation", "delta")
 
-#: Names the generated module uses for itself; a symbol may not shadow them.
-RESERVED = frozenset({
-    "np", "xs", "hs", "h0", "params", "cache", "grads", "targets", "dhs", "loss", "t", "T",
-    "B", "k", "p", "g", "gv", "y", "tmp", "slope", "seed", "scale", "rng", "dtype", "ys", "probs", "logits",
-    "dlogits", "dtop", "name", "info", "shape", "value", "steps", "PARAMS", "LAYOUT", "SPEC",
-    "forward", "backward", "predict", "init_params", "loss_and_grads", "annotations",
-})
+#: The generated module's public API (CONTRACT §3). A symbol may not take one of these
+#: names, nor a Python keyword or builtin; every other name is free, because the code
+#: emitter picks its own local names around the user's (`formats.module.Namer`).
+API = frozenset({"PARAMS", "LAYOUT", "SPEC", "init_params", "forward", "backward", "predict",
+                 "loss_and_grads", "step", "to_torch", "from_torch"})
 
 
 def is_reserved(name: str) -> bool:
-    return keyword.iskeyword(name) or keyword.issoftkeyword(name) or name in RESERVED \
+    return keyword.iskeyword(name) or keyword.issoftkeyword(name) or name in API \
         or hasattr(builtins, name)
 
 
@@ -105,7 +103,7 @@ def check(preset: str, layout: str, names: tuple[tuple[str, str], ...], *,
     used: dict[str, str] = {}
     for key, python in table.python_names(output=output, bias=bias):
         if is_reserved(python):
-            problems.append(f"{key}: {python!r} is reserved in Python or in the generated module")
+            problems.append(f"{key}: {python!r} is reserved (a Python keyword or builtin, or a name of the module's API)")
         elif python in used:
             problems.append(f"{key}: {python!r} is already used for {used[python]}")
         else:
@@ -165,20 +163,10 @@ class Names:
         return latex_name(self.base[role].partition("_")[0])
 
     def python_names(self, *, output: bool, bias: bool) -> list[tuple[str, str]]:
-        """(spec key, Python name) of every name the generated code makes from a symbol:
-        the parameters, the hidden-state arrays and their delta arrays."""
+        """(spec key, Python name) of every symbol the generated code names: the parameters
+        (the keys of PARAMS and grads) and the hidden states. The names the code derives
+        from them (delta arrays, transposed copies) are the emitter's to choose."""
         roles = [r for r in PARAM_ROLES + ("hidden",) if (output or not r.startswith("output")) and
                  (bias or r not in ("bias", "output_bias"))]
-        out = []
-        for role in roles:
-            layers = range(1, self.layers + 1) if role in LAYER_ROLES else [None]
-            for layer in layers:
-                python = self.python(role, layer)
-                key = f"notation.names.{role}"
-                out.append((key, python))
-                if role in PARAM_ROLES:   # a contiguous transposed copy used inside loops
-                    out.append((key, f"{python}T"))
-                if role == "hidden":   # the arrays and per-step views the module derives from h
-                    out += [(key, f"{python}v"), (key, f"delta_{python}"), (key, f"delta_{python}v"),
-                            (key, f"delta_{python}_sum")]
-        return out
+        return [(f"notation.names.{role}", self.python(role, layer)) for role in roles
+                for layer in (range(1, self.layers + 1) if role in LAYER_ROLES else [None])]

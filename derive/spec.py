@@ -142,7 +142,7 @@ def _check(spec: Spec) -> list[str]:
     problems: list[str] = []
     if not isinstance(spec.name, str) or not spec.name.isidentifier() or not spec.name.isascii():
         problems.append(f"name: must be an ASCII Python identifier, got {spec.name!r}")
-    elif spec.name.startswith("_") or notation.is_reserved(spec.name):
+    elif spec.name.startswith("_") or notation.is_reserved(spec.name) or spec.name in ("np", "numpy"):
         problems.append(f"name: {spec.name!r} is reserved; use a plain identifier such as 'my_rnn'")
     if not isinstance(spec.title, str) or len(spec.title) > 200 or any(
             not (c.isascii() and c.isprintable()) or c in TITLE_FORBIDDEN for c in spec.title):

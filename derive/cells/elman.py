@@ -10,7 +10,7 @@ from derive.matrices import Assign, elementwise
 from derive.rules import ACTIVATIONS
 
 if TYPE_CHECKING:
-    from derive.unroll import Symbols
+    from derive.symbols import Symbols
 
 #: The parameters of one layer, in PARAMS order (CONVENTIONS.md).
 PARAMS = (Param("input_weight", None, ("hidden", "below")),

@@ -12,7 +12,7 @@ from sympy.printing.numpy import NumPyPrinter
 
 from derive.matrices import u
 from derive.rules import TableFunction
-from derive.unroll import VECTOR_ROLES, Symbols
+from derive.symbols import VECTOR_ROLES, Symbols
 
 #: The order of terms in a printed sum, as the documents write them: W x + U h + b, and
 #: in a delta the error or the layer above first, then the recurrent term (e + V delta).
@@ -253,7 +253,9 @@ class LoopCodePrinter(NumPyPrinter):
     def _print_ElementwiseApplyFunction(self, expr: ElementwiseApplyFunction) -> str:
         (var,) = expr.function.variables
         body = expr.function.expr
-        plain = isinstance(expr.expr, sp.MatrixSymbol) or (body.is_Function and body.args == (var,))
+        # f(x) needs no brackets around x, unless f prints as a formula in x (a table function)
+        plain = isinstance(expr.expr, sp.MatrixSymbol) or (
+            body.is_Function and body.args == (var,) and not isinstance(body, TableFunction))
         self._bound[var] = self._print(expr.expr) if plain else self._paren(expr.expr)
         try:
             text = self._print(expr.function.expr)

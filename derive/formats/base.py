@@ -3,9 +3,10 @@ renders its files from the stages before it (the derivation and the document).""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from derive.bptt import Derivation
+if TYPE_CHECKING:   # the derivation is an input of the formats, never called by them
+    from derive.bptt import Derivation
 
 
 @dataclass
@@ -13,7 +14,7 @@ class Job:
     """Everything a format may read: the results of the earlier stages, and the text
     outputs of the formats it `needs` (a PDF typesets the LaTeX)."""
 
-    derivation: Derivation
+    derivation: "Derivation"
     document: Any
     command: str
     style: str = "loop"

@@ -1,11 +1,290 @@
-"""The generated NumPy module: `<name>.py`, printed by `LoopCodePrinter` from the step rule
-(loop style) or from the unrolled recursion (unrolled style)."""
+"""The generated NumPy module, `<name>.py`: its format class and its view-model. Every line
+of math is printed by `LoopCodePrinter` from the step rule (loop style) or from the
+unrolled recursion (unrolled style); the template only places the lines.
+
+Arrays are time-major. Hidden states live in `h_l` of shape (T + 1, B, H_l) with h_l[0] = h0
+(so step t of the handout is index t), and the input projection of all steps is written
+into h_l[1:] before the loop overwrites it step by step. Deltas live in `delta_h_l` of
+shape (T, B, H_l), which first holds the slope f'(a_t) of every step; the last step's rule is
+peeled off the loop. With truncation they are (T + 1, k, B, H_l): one row per age, and a
+zero row for delta_{T+1}.
+"""
 from __future__ import annotations
 
-from typing import ClassVar
+import ast
+import builtins
+import keyword
+import pprint
+from typing import TYPE_CHECKING, ClassVar
 
-from derive.emit import python, render
+import sympy as sp
+
+from derive.emit import render
+from derive.emit.printers import LoopCodePrinter
 from derive.formats.base import Format, Job
+from derive.matrices import elementwise
+from derive.rules import ACTIVATIONS, LOSSES
+from derive.symbols import t
+
+if TYPE_CHECKING:   # the derivation is this stage's input, never called here
+    from derive.bptt import Derivation
+
+#: The names the module templates bind in the functions that also bind the user's symbols
+#: (their locals, the module's globals and helpers). A local printed from the user's
+#: symbols never takes one of them: `Namer` renames it.
+TEMPLATE_NAMES = frozenset({
+    "np", "xs", "hs", "h0", "params", "cache", "grads", "targets", "dhs", "loss", "t", "T",
+    "B", "p", "g", "gv", "y", "tmp", "slope", "dtype", "probs", "logits", "dlogits", "dtop",
+    "PARAMS", "LAYOUT", "SPEC", "forward", "backward", "predict", "init_params", "loss_and_grads",
+    "_HIDDEN", "_TRUNCATE", "_CLIP", "_backward", "_finish", "_check_array", "_check_xs", "_check_h0",
+    "_check_targets",
+})#: Helpers a module defines only when its code calls them (templates/helpers/<name>.py.j2).
+HELPERS = ("_matmul_steps", "_contract_steps", "_older", "_softmax", "_logsumexp", "_one_hot")
+
+
+class Namer:
+    """Local names for the user's symbols that clash with nothing the module binds (as
+    Tangent's naming.py): a clash gets a trailing underscore."""
+
+    def __init__(self) -> None:
+        self.taken = set(TEMPLATE_NAMES) | set(HELPERS) | set(dir(builtins))
+        self.chosen: dict[str, str] = {}
+
+    def __call__(self, base: str) -> str:
+        if base not in self.chosen:
+            name = base
+            while name in self.taken or keyword.iskeyword(name) or keyword.issoftkeyword(name):
+                name += "_"
+            self.taken.add(name)
+            self.chosen[base] = name
+        return self.chosen[base]
+
+
+def used_helpers(code: str) -> list[str]:
+    """The optional helpers that the rendered code calls, in `HELPERS` order."""
+    names = {n.id for n in ast.walk(ast.parse(code)) if isinstance(n, ast.Name)}
+    return [h for h in HELPERS if h in names]
+
+
+def _param_view(sym, local: Namer) -> list[dict]:
+    out = []
+    sizes = sym.sizes()
+    for p in sym.params():
+        q = sym.info[p]
+        shape = tuple(int(sp.sympify(d).xreplace(sizes)) for d in p.shape)
+        if q.role in ("bias", "output_bias"):
+            shape = (max(shape),)
+        name = sym.names.python(q.role, q.layer)
+        out.append({"name": name, "local": local(name), "role": q.role, "layer": q.layer,
+                    "shape": repr(shape)})
+    return out
+
+
+def module_view(derivation: "Derivation", command: str, template: str, local: Namer | None = None) -> dict:
+    rule, spec = derivation.rule, derivation.spec
+    sym, m = rule.sym, spec.model
+    names = sym.names
+    L = m.layers
+    k = spec.bptt.truncate
+    local = local or Namer()
+    params = _param_view(sym, local)
+    h = {l: local(names.python("hidden", l)) for l in range(1, L + 1)}
+    delta = {l: local("delta_" + h[l]) for l in range(1, L + 1)}
+    refs: dict = {p: local(names.python(sym.info[p].role, sym.info[p].layer)) for p in sym.params()}
+
+    def printer(extra: dict, steps: bool = False) -> LoopCodePrinter:
+        return LoopCodePrinter(sym, {**refs, **extra}, steps)
+
+    layers = []
+    for lr in rule.layers:
+        l = lr.layer
+        H = m.hidden_sizes[l - 1]
+        hv, dv = local(f"{h[l]}v"), local(f"{delta[l]}v")   # lists of per-step views: cheap to index
+        below_step = sym("input", None, t) if l == 1 else sym("hidden", l - 1, t)
+        below_all = "xs" if l == 1 else f"{h[l - 1]}[1:]"
+        # forward: the projection of all steps is one matrix product written into h[1:];
+        # per step the recurrent term is added and the activation applied, in place
+        forward_all = printer({below_step: below_all}, steps=True).accumulate(f"{h[l]}[1:]", lr.projection)
+        step = printer({sym("hidden", l, t - 1): f"{hv}[t]"})
+        forward_copies = _transposed_copies(step, lr.recurrence, local)
+        forward_step = [*step.accumulate("tmp", lr.recurrence), f"{hv}[t + 1] += tmp",
+                        *step.activate(f"{hv}[t + 1]", lr.activation.function)]
+        # backward: delta_t = (upstream + recurrent term) * slope; the slope of all steps
+        # comes at once from the stored h (tanh' = 1 - h^2)
+        delta_rule = lr.delta[0].rhs
+        total_part, slope_part = (delta_rule.args if isinstance(delta_rule, sp.HadamardProduct)
+                                  else (delta_rule, None))
+        slope_printer = printer({}, steps=True)
+
+        def slope_into(target: str) -> list[str]:
+            """f'(a_t) of every step at once, from the stored h, written into `target`."""
+            return slope_printer.apply_into(target, slope_part.function, f"{h[l]}[1:]")
+
+        if k:
+            # each delta carries an age axis; delta_{t+1} is read one step older
+            step_refs = {sym("hidden_grad", l, t): "g[t]", sym("delta", l, t + 1): f"_older({delta[l]}[t + 1])"}
+            back = printer(step_refs)
+            setup = _transposed_copies(back, total_part, local)
+            if slope_part is not None:
+                setup += [f"slope = np.empty((T, B, {H}), dtype=dtype)", *slope_into("slope")]
+            setup.append(f"{delta[l]} = np.zeros((T + 1, _TRUNCATE, B, {H}), dtype=dtype)")
+            backward_step = back.accumulate(f"{delta[l]}[t]", total_part)
+            backward_step += [f"{delta[l]}[t] *= slope[t]"] if slope_part is not None else []
+            total_line = f"{delta[l]}[:-1].sum(axis=1)"
+        else:
+            # the last step has no delta_{T+1}: its rule (the step rule with delta_{t+1} = 0)
+            # is peeled off the loop, so the delta buffer needs no zero row
+            step_refs = {sym("hidden_grad", l, t): "gv[t]", sym("delta", l, t + 1): f"{dv}[t + 1]"}
+            back = printer(step_refs)
+            last = printer({sym("hidden_grad", l, t): "gv[T - 1]"})
+            boundary = total_part.xreplace({sym("delta", l, t + 1): sp.ZeroMatrix(*total_part.shape)}).doit()
+            setup = [*_transposed_copies(back, total_part, local), f"{delta[l]} = np.empty((T, B, {H}), dtype=dtype)"]
+            if slope_part is not None:
+                # the slope is written into the delta buffer, which then becomes the delta
+                setup += [*slope_into(delta[l]), f"{dv}, gv = list({delta[l]}), list(g)",
+                          f"{dv}[T - 1] *= {last.vector(boundary)}"]
+                backward_step = [*back.accumulate("tmp", total_part), f"{dv}[t] *= tmp"]
+            else:
+                setup += [f"{dv}, gv = list({delta[l]}), list(g)",
+                          *last.accumulate(f"{dv}[T - 1]", boundary)]
+                backward_step = back.accumulate(f"{dv}[t]", total_part)
+            total_line = delta[l]
+        total = local(f"{delta[l]}_sum")
+        total_refs = {sym("delta", l, t): total, below_step: below_all,
+                      sym("hidden", l, t - 1): f"{h[l]}[:-1]"}
+        key = {p: names.python(sym.info[p].role, sym.info[p].layer) for p in sym.params()}
+        grads = [{"name": key[p], "expr": printer(total_refs, steps=True).total(e)} for p, e in lr.uses.items()]
+        grads.sort(key=lambda g: [x["name"] for x in params].index(g["name"]))
+        # the gradient sent below: per age for a lower layer, summed for xs
+        down_ages = printer({sym("delta", l, t): f"{delta[l]}[:-1]" if k else delta[l]}, steps=True).vector(lr.down)
+        down_sum = printer({sym("delta", l, t): total}, steps=True).vector(lr.down)
+        h0 = printer({sym("delta", l, sp.Integer(1)): f"{total}[0]"}).vector(rule.initial[l])
+        layers.append({
+            "layer": l, "h": h[l], "hv": hv, "delta": delta[l], "size": H,
+            "forward_all": forward_all, "forward_copies": forward_copies, "forward_step": forward_step,
+            "backward_setup": setup, "backward_step": backward_step, "total_line": total_line,
+            "first_step": "T - 1" if k else "T - 2",
+            "grads": grads, "total": total, "down": down_ages if l > 1 else down_sum,
+            "down_is_xs": l == 1, "h0": h0,
+            "param_locals": [x for x in params if x["layer"] == l],
+        })
+    output = None
+    loss = LOSSES[spec.loss.kind]
+    top = sym("hidden", L, t)
+    if m.output_size:
+        o_refs = {top: "hs", sym("logits", None, t): "logits", sym("output", None, t): "probs",
+                  sym("target", None, t): "y", sym("upstream", None, t): "targets"}
+        pr = printer(o_refs, steps=True)
+        logits_expr = next(a.rhs for a in rule.output if sym.info[a.lhs].role == "logits")
+        pred = [a.rhs for a in rule.output if sym.info[a.lhs].role == "output"]
+        d_refs = {**o_refs, sym("output_delta", None, t): "dlogits"}
+        loss_refs = {**o_refs, sym("upstream", None, t): "y"}
+        key = {p: names.python(sym.info[p].role, sym.info[p].layer) for p in sym.params()}
+        output = {
+            "logits": pr.vector(logits_expr),
+            "prediction": pr.vector(pred[0]) if pred else "logits",
+            "dlogits": pr.vector(rule.output_delta.rhs),
+            "dtop": printer(d_refs, steps=True).vector(rule.top_upstream),
+            "grads": [{"name": key[p], "expr": printer(d_refs, steps=True).total(e)} for p, e in rule.output_uses.items()],
+            "locals": [x for x in params if x["layer"] == L + 1],
+            "target": f"_one_hot(targets, {m.output_size}, dtype)" if loss.target == "class" else "targets",
+            "loss": printer(loss_refs, steps=True).grand_total(loss.stable(derivation.unrolled.at(t))),
+        }
+        probs = ("_softmax(logits)" if m.output_activation == "softmax" or spec.loss.kind == "cross_entropy"
+                 else output["prediction"])
+        if spec.loss.kind == "bce":
+            probs = printer({sym("logits", None, t): "logits"}, steps=True).vector(
+                elementwise(ACTIVATIONS["sigmoid"].value, sym("logits", None, t)))
+        output["probs"] = probs
+        dtop = loss_line = None
+    else:  # no output layer: the loss (or the upstream gradient) acts on the top hidden states
+        d_refs = {top: "hs", sym("target", None, t): "targets", sym("upstream", None, t): "targets"}
+        dtop = printer(d_refs, steps=True).vector(rule.top_upstream)
+        loss_line = printer(d_refs, steps=True).grand_total(loss.stable(derivation.unrolled.at(t)))
+    return {
+        "name": spec.name, "title": spec.title or spec.name, "command": command, "template": template,
+        "params": params, "layout": spec.layout, "spec_repr": pprint.pformat(spec.to_dict(), sort_dicts=False, width=88),
+        "layers": layers, "top": h[L], "top_size": m.hidden_sizes[-1], "num_layers": L,
+        "input_size": m.input_size, "output_size": m.output_size, "output": output, "dtop": dtop,
+        "loss": loss_line, "class_targets": loss.target == "class", "loss_kind": spec.loss.kind, "last_step": spec.loss.at == "last_step",
+        "mean": spec.loss.reduction == "mean", "truncate": k, "clip": repr(float(spec.bptt.clip)),
+        "hidden_sizes": repr(list(m.hidden_sizes)), "reversed_layers": list(reversed(layers)),
+        "output_activation": m.output_activation,
+        "style_note": "loop style", "math_note": "'s generic step rule",
+    }
+
+
+def _transposed_copies(printer: LoopCodePrinter, expr: sp.MatrixExpr, local: Namer) -> list[str]:
+    """Contiguous copies of the weights a loop uses transposed; the printer then uses them."""
+    lines = []
+    for weight in printer.transposes(expr):
+        name = local(printer.refs[weight] + "T")
+        printer.transposed[weight] = name
+        lines.append(f"{name} = np.ascontiguousarray({printer.refs[weight]}.T)")
+    return lines
+
+
+def unrolled_view(derivation: "Derivation", labels: dict, command: str, template: str) -> dict:
+    """Straight-line code for the spec's T: the handout's equations one by one, labelled
+    with the handout's `labels`.
+
+    The recurrent part is unrolled; the output layer and the loss are shared with the loop
+    style (they have no recurrence). The deltas are seeded by the gradient `dtop` arriving
+    at the top hidden states, so `backward(dhs)` and `loss_and_grads` share them.
+    """
+    local = Namer()
+    view = module_view(derivation, command, template, local)
+    spec, unrolled = derivation.spec, derivation.unrolled
+    sym, m = unrolled.sym, spec.model
+    L, T = m.layers, spec.bptt.steps
+    h = {l["layer"]: l["h"] for l in view["layers"]}
+    refs: dict = {p: x["local"] for p, x in zip(sym.params(), view["params"])}
+    for time in range(0, T + 1):
+        for l in range(1, L + 1):
+            refs[sym("hidden", l, sp.Integer(time))] = f"{h[l]}[{time}]"
+        if time:
+            refs[sym("input", None, sp.Integer(time))] = f"xs[{time - 1}]"
+            refs[sym("hidden_grad", L, sp.Integer(time))] = f"dtop[{time - 1}]"
+    pr = LoopCodePrinter(sym, refs)
+    recurrent = [a for a in unrolled.forward if a.layer is not None and a.layer <= L]
+    forward_steps = []
+    pre = {}
+    for a in recurrent:
+        q = sym.info[a.lhs]
+        if q.role == "pre_activation":
+            pre[a.lhs] = a.rhs
+            continue
+        rhs = a.rhs.func(a.rhs.function, pre[a.rhs.expr])
+        forward_steps.append({"lhs": refs[a.lhs], "rhs": pr.vector(rhs),
+                              "label": f"{labels['fwd', a.rhs.expr]}, {labels['fwd', a.lhs]}",
+                              "time": int(q.time), "layer": q.layer})
+    back = derivation.upstream
+    deltas = []
+    for d in back.deltas:
+        q = sym.info[d.lhs]
+        name = local(f"delta_{h[q.layer]}_{int(q.time)}" + (f"_{q.age}" if q.age is not None else ""))
+        refs[d.lhs] = name
+        deltas.append({"lhs": name, "rhs": pr.vector(d.rhs),
+                       "label": labels.get(("delta", d.lhs), "")})
+    grads = []
+    for p in sym.params():
+        uses = back.uses.get(p)
+        q = sym.info[p]
+        if q.layer > L:
+            continue
+        total = sp.MatAdd(*[e for _, e in uses]) if len(uses) > 1 else uses[0][1]
+        text = f"({pr.vector(total)}).sum(axis=0)" if q.role == "bias" else pr._print(total)
+        grads.append({"name": sym.names.python(q.role, q.layer), "expr": text, "label": labels["total", p]})
+    leaves = {leaf: sp.MatAdd(*e) if len(e) > 1 else e[0] for leaf, e in back.leaves.items()}
+    xs_grads = [{"index": time - 1, "expr": pr.vector(leaves[sym("input", None, sp.Integer(time))])}
+                for time in range(1, T + 1)]
+    h0_grads = [{"index": l - 1, "expr": pr.vector(leaves[sym("hidden", l, sp.Integer(0))])}
+                for l in range(1, L + 1)]
+    view.update({"style_note": f"unrolled for T = {T}", "math_note": ", labelled with its handout equation",
+                 "steps": T, "forward_steps": forward_steps, "deltas": deltas,
+                 "unrolled_grads": grads, "xs_grads": xs_grads, "h0_grads": h0_grads})
+    return view
+
 
 #: code style -> template
 STYLES = {"loop": "module_loop.py.j2", "unrolled": "module_unrolled.py.j2"}
@@ -20,10 +299,10 @@ class ModuleFormat(Format):
     def render(self, job: Job) -> dict[str, bytes]:
         template = STYLES[job.style]
         if job.style == "loop":
-            view = python.module_view(job.derivation, job.command, template)
+            view = module_view(job.derivation, job.command, template)
         else:
-            view = python.unrolled_view(job.derivation, job.document.labels, job.command, template)
+            view = unrolled_view(job.derivation, job.document.labels, job.command, template)
         # a module defines only the helpers its code calls: render, look, render with them
         body = render.render(template, {**view, "helpers": []})
-        code = render.render(template, {**view, "helpers": python.used_helpers(body)})
+        code = render.render(template, {**view, "helpers": used_helpers(body)})
         return {f"{job.name}.py": code.encode("utf-8")}
