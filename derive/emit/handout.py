@@ -3,13 +3,16 @@ objects printed by `HandoutLatexPrinter` in the spec's notation."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import sympy as sp
 
-from derive import bptt
 from derive.emit.printers import HandoutLatexPrinter, Partial
 from derive.rules import ACTIVATIONS, u, v
 from derive.matrices import elementwise
+
+if TYPE_CHECKING:   # the derivation is this stage's input, never called here
+    from derive import bptt
 
 ROLE_WORDS = {
     "input": "input at step t", "input_weight": "input-to-hidden weight",
@@ -50,7 +53,7 @@ def tex_text(text: str) -> str:
     return "".join(_TEX_SPECIALS.get(c, c) for c in text)
 
 
-def equation_labels(d: bptt.Derivation) -> dict[tuple[str, sp.MatrixSymbol], str]:
+def equation_labels(d: "bptt.Derivation") -> dict[tuple[str, sp.MatrixSymbol], str]:
     """The handout's `\\label`s of the equations that define a forward quantity, a delta or
     a total, keyed by what they define; the unrolled module cites the same labels."""
     name, sym = d.spec.name, d.sym
@@ -74,11 +77,11 @@ class Document:
     labels: dict
 
 
-def build(d: bptt.Derivation, command: str) -> Document:
+def build(d: "bptt.Derivation", command: str) -> Document:
     return Document(views(d, command), equation_labels(d))
 
 
-def views(d: bptt.Derivation, command: str) -> dict[str, dict]:
+def views(d: "bptt.Derivation", command: str) -> dict[str, dict]:
     view = _view(d, command)
     tex = dict(view)
     for key in ("name", "title", "command", "source", "check", "slope_range"):  # plain text
@@ -88,7 +91,7 @@ def views(d: bptt.Derivation, command: str) -> dict[str, dict]:
     return {"tex": tex, "md": view}
 
 
-def _view(d: bptt.Derivation, command: str) -> dict:
+def _view(d: "bptt.Derivation", command: str) -> dict:
     spec = d.spec
     sym, m = d.sym, spec.model
     P = HandoutLatexPrinter(sym)
