@@ -13,7 +13,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from derive import bptt, document
 from derive.emit import python, render
+from derive.formats import latex, markdown
 from derive.spec import Spec, SpecError
 
 FORMATS = ("tex", "pdf", "md", "py")
@@ -59,12 +61,11 @@ def render_all(spec: Spec, formats: list[str], style: str, command: str) -> dict
             python.unrolled_view(spec, command, template)
         out["py"] = render.render(template, view)
     if "tex" in formats or "pdf" in formats or "md" in formats:
-        from derive.emit import handout
-        views = handout.views(spec, command)
+        doc = document.build(bptt.derive(spec), command)
         if "tex" in formats or "pdf" in formats:
-            out["tex"] = render.render("handout.tex.j2", views["tex"])
+            out["tex"] = latex.render(doc)
         if "md" in formats:
-            out["md"] = render.render("handout.md.j2", views["md"])
+            out["md"] = markdown.render(doc)
     return out
 
 

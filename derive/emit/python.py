@@ -15,7 +15,7 @@ import pprint
 import sympy as sp
 
 from derive import bptt
-from derive.emit.handout import equation_labels
+from derive.document import equation_labels
 from derive.emit.printers import LoopCodePrinter
 from derive.rules import ACTIVATIONS
 from derive.spec import Spec
