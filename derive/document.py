@@ -55,17 +55,19 @@ class Code:
 
 @dataclass(frozen=True)
 class Message:
-    """A sentence (or a phrase) of the catalog: `key` names it, `args` fill its placeholders."""
+    """A sentence (or a phrase) of the catalog: `key` names it, `args` fill its placeholders;
+    `count` picks the plural form when the catalog gives the message one per plural category."""
 
     key: str
     args: tuple[tuple[str, "Inline"], ...] = ()
+    count: int | None = None
 
 
 Inline = Union[Text, Math, Code, Message]
 
 
-def msg(key: str, **args: Inline) -> Message:
-    return Message(key, tuple(sorted(args.items())))
+def msg(key: str, count: int | None = None, **args: Inline) -> Message:
+    return Message(key, tuple(sorted(args.items())), count)
 
 
 # --------------------------------------------------------------------------- blocks
@@ -151,25 +153,48 @@ class Document:
 #: Where the message catalogs live, one `<language>.toml` each.
 LOCALE = "locale"
 
+#: The CLDR plural category of a count, per language: a message that depends on a count
+#: is a table of forms by category in the catalog (`one = "..."`, `other = "..."`).
+PLURAL_RULES = {
+    "en": lambda n: "one" if n == 1 else "other",
+}
+PLURAL_CATEGORIES = {"zero", "one", "two", "few", "many", "other"}
+
+#: A message: one string, or its plural forms by category.
+Pattern = Union[str, dict[str, str]]
+
 
 @lru_cache(maxsize=None)
-def catalog(language: str) -> dict[str, str]:
+def catalog(language: str) -> dict[str, Pattern]:
     """The messages of one language, keyed `table.key` as written in its TOML file."""
     import tomllib
     folder = resources.files("derive").joinpath(LOCALE)
     path = folder.joinpath(f"{language}.toml")
-    if not (language.isascii() and language.isalpha() and path.is_file()):
+    if not (language.isascii() and language.isalpha() and language in PLURAL_RULES and path.is_file()):
         raise SpecError([f"language: no catalog for {language!r}; available: {', '.join(languages())}"])
-    out: dict[str, str] = {}
+    out: dict[str, Pattern] = {}
 
     def flatten(prefix: str, table: dict) -> None:
         for key, value in table.items():
-            if isinstance(value, dict):
+            if isinstance(value, dict) and not ("other" in value and set(value) <= PLURAL_CATEGORIES):
                 flatten(f"{prefix}{key}.", value)
             else:
                 out[prefix + key] = value
     flatten("", tomllib.loads(path.read_text("utf-8")))
     return out
+
+
+def pattern(language: str, message: Message) -> str:
+    """The catalog's text of `message`: its plural form for `message.count` if it has forms."""
+    try:
+        found = catalog(language)[message.key]
+    except KeyError:
+        raise KeyError(f"catalog {language}: no message {message.key!r}") from None
+    if isinstance(found, str):
+        return found
+    if message.count is None:
+        raise KeyError(f"catalog {language}: {message.key!r} has plural forms but no count was given")
+    return found.get(PLURAL_RULES[language](message.count), found["other"])
 
 
 def languages() -> list[str]:
@@ -257,7 +282,7 @@ def build(derivation: Derivation, command: str, language: str = "en") -> Documen
     for time in d.unrolled.times:
         forward_blocks += [Paragraph((), step_lead(int(time))), Equations(tuple(
             line(a.lhs, a.rhs, labels["fwd", a.lhs]) for a in d.unrolled.forward if a.time == time))]
-    forward = Section(msg("section.forward", steps=Math(P.doprint(sp.Eq(sp.Symbol("T"), T)))),
+    forward = Section(msg("section.forward", T, steps=Math(P.doprint(sp.Eq(sp.Symbol("T"), T)))),
                       tuple(forward_blocks))
 
     # --- loss
@@ -275,7 +300,7 @@ def build(derivation: Derivation, command: str, language: str = "en") -> Documen
     if spec.bptt.truncate:
         kk = Text(str(spec.bptt.truncate))
         delta_blocks.append(Paragraph((
-            msg("truncation.window", k=Math(P.doprint(sp.Eq(k, spec.bptt.truncate))), steps=kk),
+            msg("truncation.window", spec.bptt.truncate, k=Math(P.doprint(sp.Eq(k, spec.bptt.truncate))), steps=kk),
             msg("truncation.age", steps=kk)), msg("truncation.lead")))
     span = Math(rf"{P.doprint(sp.Eq(t, T))}, \dots, 1")
     deltas = Section(msg("section.deltas", span=span), tuple(delta_blocks))

@@ -18,7 +18,7 @@ import pytest
 
 from derive import bptt, document, notation, unroll
 from derive.build import _pdf, render_all
-from derive.document import Block, Code, Document, Figure, Math, Message, Paragraph, Section, Text, msg
+from derive.document import Block, Code, Document, Figure, Math, Message, Section, Text, msg
 from derive.emit import render
 from derive.formats import documents, latex, markdown
 from derive.spec import BPTT, Loss, Model, Notation, Spec, SpecError, preset, preset_names
@@ -29,9 +29,11 @@ FORMATS = (latex.Latex(), markdown.Markdown())
 
 def _variants() -> list[Spec]:
     """The bundled presets, and specs in the two notations no preset uses."""
+    # (one step and a truncation of one: the singular forms)
     extra = [Spec(name="rnn", model=Model(3, (4,), output_size=2, output_activation="softmax"),
-                  loss=Loss("cross_entropy"), bptt=BPTT(steps=2), notation=Notation(preset=p))
-             for p in ("cs231n", "dlai")]
+                  loss=Loss("cross_entropy"), bptt=BPTT(steps=steps, truncate=truncate),
+                  notation=Notation(preset=p))
+             for p, steps, truncate in (("cs231n", 2, 0), ("dlai", 1, 1))]
     return [preset(n) for n in preset_names()] + extra
 
 
@@ -72,11 +74,18 @@ def test_one_build_derives_once(monkeypatch: pytest.MonkeyPatch) -> None:
     assert sorted(out) == ["md", "py", "tex"] and calls == ["elman_softmax"]
 
 
+def forms(pattern: document.Pattern) -> list[str]:
+    return list(pattern.values()) if isinstance(pattern, dict) else [pattern]
+
+
 def test_every_catalog_key_is_used_and_every_used_key_exists(docs: list[Document]) -> None:
     used = {m.key for doc in docs for m in messages(doc)}
     catalog = document.catalog("en")
     assert used - set(catalog) == set(), "messages missing from derive/locale/en.toml"
     assert set(catalog) - used == set(), "messages in derive/locale/en.toml that no document uses"
+    rule = document.PLURAL_RULES["en"]
+    plural = {(m.key, rule(m.count)) for doc in docs for m in messages(doc) if m.count is not None}
+    assert plural == {(key, form) for key, p in catalog.items() if isinstance(p, dict) for form in p}
     # a notation preset added later needs its source document named in the catalog
     assert {f"source.{p}" for p in notation.PRESETS} <= set(catalog)
 
@@ -84,16 +93,20 @@ def test_every_catalog_key_is_used_and_every_used_key_exists(docs: list[Document
 def test_every_message_has_exactly_its_placeholders(docs: list[Document]) -> None:
     catalog = document.catalog("en")
     for m in {m for doc in docs for m in messages(doc)}:
-        fields = {f for _, f, _, _ in string.Formatter().parse(catalog[m.key]) if f is not None}
-        assert fields == {name for name, _ in m.args}, m.key
+        for form in forms(catalog[m.key]):
+            fields = {f for _, f, _, _ in string.Formatter().parse(form) if f is not None}
+            assert fields == {name for name, _ in m.args}, m.key
+        assert isinstance(catalog[m.key], dict) == (m.count is not None), m.key
 
 
 def test_both_renderings_say_the_same_sentences(docs: list[Document], monkeypatch: pytest.MonkeyPatch) -> None:
     # every message becomes a token that no escaping touches, its placeholders kept
     real = document.catalog("en")
-    tokens = {key: f"Q{i}Q " + " ".join(f"{{{f}}}" for _, f, _, _ in string.Formatter().parse(text) if f)
-              for i, (key, text) in enumerate(sorted(real.items()))}
-    monkeypatch.setattr(documents, "catalog", lambda language: tokens)
+    tokens = {key: {form: f"Q{i}Q " + " ".join(f"{{{f}}}" for _, f, _, _ in string.Formatter().parse(text) if f)
+                    for form, text in (p.items() if isinstance(p, dict) else [("other", p)])}
+              for i, (key, p) in enumerate(sorted(real.items()))}
+    tokens = {key: p if isinstance(real[key], dict) else p["other"] for key, p in tokens.items()}
+    monkeypatch.setattr(document, "catalog", lambda language: tokens)
     index = {f"Q{i}Q": key for i, key in enumerate(sorted(real))}
     for doc in docs:
         found = [Counter(index[t] for t in re.findall(r"Q\d+Q", f.render(doc))) for f in FORMATS]
@@ -106,7 +119,7 @@ def test_no_sentence_is_typed_in_a_template() -> None:
     for path in [*folder.glob("latex/*.j2"), *folder.glob("markdown/*.j2")]:
         text = path.read_text("utf-8")
         for key, message in catalog.items():
-            for literal, _, _, _ in string.Formatter().parse(message):
+            for literal, _, _, _ in (part for form in forms(message) for part in string.Formatter().parse(form)):
                 words = literal.strip(" .,:;()")
                 if len(words.split()) >= 2:
                     assert words not in text, f"{path.name} types the prose of {key}"
@@ -226,13 +239,26 @@ def test_a_format_is_one_class_and_one_template_per_block_kind() -> None:
 
 def test_a_missing_or_wrong_placeholder_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
     doc = document.build(bptt.derive(preset("uwv_softmax")), COMMAND)
-    broken = {**document.catalog("en"), "step": "Step {time}."}
-    monkeypatch.setattr(documents, "catalog", lambda language: broken)
+    real = document.catalog("en")
+    monkeypatch.setattr(document, "catalog", lambda language: {**real, "step": "Step {time}."})
     with pytest.raises(KeyError, match="'step' must use exactly the placeholders"):
         latex.render(doc)
-    monkeypatch.setattr(documents, "catalog", lambda language: {})
+    monkeypatch.setattr(document, "catalog", lambda language: {**real, "section.loss": {"other": "Loss"}})
+    with pytest.raises(KeyError, match="'section.loss' has plural forms but no count was given"):
+        latex.render(doc)
+    monkeypatch.setattr(document, "catalog", lambda language: {})
     with pytest.raises(KeyError, match="catalog en: no message"):
         markdown.render(doc)
+
+
+@pytest.mark.parametrize("steps, truncate, forward, window", [
+    (1, 1, "unrolled for $T = 1$ step}", "at most 1 step."),
+    (2, 2, "unrolled for $T = 2$ steps}", "at most 2 steps."),
+])
+def test_a_count_picks_the_plural_form(steps: int, truncate: int, forward: str, window: str) -> None:
+    spec = dataclasses.replace(preset("truncated_elman"), bptt=BPTT(steps=steps, truncate=truncate))
+    tex = latex.render(document.build(bptt.derive(spec), COMMAND))
+    assert forward in tex and window in tex
 
 
 def test_the_document_holds_no_prose(monkeypatch: pytest.MonkeyPatch) -> None:

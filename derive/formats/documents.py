@@ -14,7 +14,7 @@ from dataclasses import fields, is_dataclass
 
 import jinja2
 
-from derive.document import Block, Code, Document, Inline, Math, Message, Text, catalog
+from derive.document import Block, Code, Document, Inline, Math, Message, Text, pattern
 from derive.emit import render
 
 #: The first line of every generated file's header; `derive build` looks for it.
@@ -55,7 +55,6 @@ class _Rendering:
 
     def __init__(self, fmt: DocumentFormat, document: Document):
         self.fmt, self.doc = fmt, document
-        self.messages = catalog(document.language)
         self.env = fmt.environment()
 
     def document(self) -> str:
@@ -97,12 +96,8 @@ class _Rendering:
 
     def message(self, message: Message) -> str:
         language = self.doc.language
-        try:
-            pattern = self.messages[message.key]
-        except KeyError:
-            raise KeyError(f"catalog {language}: no message {message.key!r}") from None
         args = dict(message.args)
-        parts = list(string.Formatter().parse(pattern))
+        parts = list(string.Formatter().parse(pattern(language, message)))
         wanted = {field for _, field, _, _ in parts if field is not None}
         if wanted != set(args) or any(spec or conv for _, field, spec, conv in parts if field is not None):
             raise KeyError(f"catalog {language}: {message.key!r} must use exactly the placeholders "
