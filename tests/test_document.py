@@ -11,6 +11,7 @@ import dataclasses
 import re
 import string
 from collections import Counter
+from importlib import resources
 from pathlib import Path
 
 import jinja2
@@ -115,8 +116,10 @@ def test_both_renderings_say_the_same_sentences(docs: list[Document], monkeypatc
 
 def test_no_sentence_is_typed_in_a_template() -> None:
     catalog = document.catalog("en")
-    folder = Path(render.__file__).resolve().parents[2] / "templates"
-    for path in [*folder.glob("latex/*.j2"), *folder.glob("markdown/*.j2")]:
+    folder = resources.files("derive.templates")
+    paths = [p for sub in ("latex", "markdown") for p in folder.joinpath(sub).iterdir() if p.name.endswith(".j2")]
+    assert len(paths) == 2 * (len(Block.__subclasses__()) + 1)
+    for path in paths:
         text = path.read_text("utf-8")
         for key, message in catalog.items():
             for literal, _, _, _ in (part for form in forms(message) for part in string.Formatter().parse(form)):
