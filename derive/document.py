@@ -236,140 +236,167 @@ def _shape(expr: sp.MatrixExpr, sizes: dict) -> Message:
 def build(derivation: Derivation, command: str, language: str = "en") -> Document:
     """The handout of one derivation, in one language (checked against its catalog)."""
     catalog(language)
-    d, spec = derivation, derivation.spec
-    sym, m = d.sym, spec.model
-    P = HandoutLatexPrinter(sym)
-    L, T, name = m.layers, spec.bptt.steps, spec.name
-    t, k, j = sp.symbols("t k j", integer=True, positive=True)
-    labels = equation_labels(d)
-    python = lambda p: sym.names.python(sym.info[p].role, sym.info[p].layer)  # noqa: E731
-
-    def line(lhs, rhs, label: str, op: str = "=") -> Line:
-        return Line(lhs if isinstance(lhs, str) else P.doprint(lhs), op,
-                    rhs if isinstance(rhs, str) else P.doprint(rhs), label)
-
-    def step_lead(time: int) -> Message:
-        return msg("step", t=Math(P.doprint(sp.Eq(t, time))))
-
-    # --- model and notation: the table of symbols, and the activation's slope
-    sizes = sym.sizes()
-    rows = []
-    for p in sym.params():
-        q = sym.info[p]
-        role: Inline = msg(f"role.{q.role}")
-        if L > 1 and q.layer <= L:
-            role = msg("role_of_layer", role=role, layer=Text(str(q.layer)))
-        rows.append((Math(P.doprint(p)), role, _shape(p, sizes), Code(python(p))))
-    quantities = [("input", None)] + [("hidden", l) for l in range(1, L + 1)] + \
-        [("pre_activation", l) for l in range(1, L + 1)] + \
-        ([("logits", None), ("output", None)] if m.output_size else [])
-    for role_name, layer in quantities:
-        s = sym(role_name, layer, t)
-        rows.append((Math(P.doprint(s)), msg(f"role.{role_name}"), _shape(s, sizes), Code("-")))
-    table = Table(tuple(msg(f"table.{c}") for c in ("symbol", "role", "shape", "code")), tuple(rows))
-    act = ACTIVATIONS[m.activation]
-    slope = line(rf"{act.latex}'(u)",
-                 P.doprint(act.slope.xreplace({v: act.value})) + " = " + P.doprint(act.slope.xreplace({v: sp.Symbol("v")})),
-                 f"eq:{name}:slope")
-    model = Section(msg("section.model"), (
-        table,
-        Paragraph((msg("model.activation", activation=Text(m.activation)),)),
-        Equations((slope,)),
-    ))
-
-    # --- forward pass, one block per step
-    forward_blocks: list[Block] = []
-    for time in d.unrolled.times:
-        forward_blocks += [Paragraph((), step_lead(int(time))), Equations(tuple(
-            line(a.lhs, a.rhs, labels["fwd", a.lhs]) for a in d.unrolled.forward if a.time == time))]
-    forward = Section(msg("section.forward", T, steps=Math(P.doprint(sp.Eq(sp.Symbol("T"), T)))),
-                      tuple(forward_blocks))
-
-    # --- loss
-    total_loss = sp.Sum(sp.Symbol("E_t"), (t, 1, T)) if spec.loss.at == "every_step" else sp.Symbol("E_T")
-    losses = [line(a.lhs, a.rhs, f"eq:{name}:loss:{int(a.time)}") for a in d.unrolled.losses]
-    losses.append(line("L", d.scale * total_loss, f"eq:{name}:loss"))
-    loss = Section(msg("section.loss"), (Equations(tuple(losses)),))
-
-    # --- the delta recursion, one block per step from T down to 1
-    delta_blocks: list[Block] = [Paragraph((msg("delta.intro", odot=Math(r"\odot")),))]
-    for time in reversed(d.unrolled.times):
-        rows_ = tuple(line(a.lhs, a.rhs, labels["delta", a.lhs]) for a in d.deltas if a.time == time)
-        if rows_:
-            delta_blocks += [Paragraph((), step_lead(int(time))), Equations(rows_)]
-    if spec.bptt.truncate:
-        kk = Text(str(spec.bptt.truncate))
-        delta_blocks.append(Paragraph((
-            msg("truncation.window", spec.bptt.truncate, k=Math(P.doprint(sp.Eq(k, spec.bptt.truncate))), steps=kk),
-            msg("truncation.age", steps=kk)), msg("truncation.lead")))
-    span = Math(rf"{P.doprint(sp.Eq(t, T))}, \dots, 1")
-    deltas = Section(msg("section.deltas", span=span), tuple(delta_blocks))
-
-    # --- per-step contributions, totals and the update
-    grad_blocks: list[Block] = []
-    eta = sp.Symbol(r"\eta")
-    for p, uses in d.uses.items():
-        symbol = P.doprint(p)
-        dname = rf"\frac{{\partial L}}{{\partial {symbol}}}"
-        grad_blocks.append(Equations(
-            tuple(line(rf"{dname}\Big|_{{{int(time)}}}", e, f"eq:{name}:use:{python(p)}:{int(time)}")
-                  for time, e in uses)
-            + (line(dname, d.totals[p], labels["total", p]),
-               line(symbol, f"{symbol} - {P.doprint(eta)} {dname}", f"eq:{name}:update:{python(p)}",
-                    op=r"\leftarrow"))))
-    h0 = P.doprint(sym("hidden", 1, sp.Integer(0)))
-    grad_blocks.append(Paragraph((msg("grads.zero_state", h0_zero=Math(f"{h0} = 0"), h0=Math(h0),
-                                      t=Math(P.doprint(sp.Eq(t, 2)))),)))
-    if spec.bptt.clip:
-        clip = sp.Float(spec.bptt.clip)
-        grad_blocks.append(Paragraph((msg("clipping.rule", interval=Math(P.doprint(sp.Interval(-clip, clip)))),),
-                                     msg("clipping.lead")))
-    grads = Section(msg("section.grads"), tuple(grad_blocks))
-
-    # --- path sums: the general form, and the Jacobian of one step
-    h = lambda time: sym("hidden", L, time)  # noqa: E731
-    weight = sym("recurrent_weight", L)
-    theta = sym("input_weight", 1)
-    last = spec.loss.at == "last_step"
-    s = sp.Integer(T) if last else t      # the step of the loss term
-    window_low = sp.Max(1, s - spec.bptt.truncate + 1) if spec.bptt.truncate else 1
-    pred = d.unrolled.prediction(s)
-    chain = [Partial(sym("loss", None, s), pred)]
-    if m.output_size:
-        chain.append(Partial(pred, h(s)))
-    chain += [sp.Product(Partial(h(j), h(j - 1)), (j, k + 1, s)), Partial(h(k), theta, True)]
-    inner = sp.Sum(sp.Mul(*chain), (k, window_low, s))
-    outer = inner if last else sp.Sum(inner, (t, 1, T))
-    col = (lambda e: e.T) if sym.row else (lambda e: e)
-    body = act.slope.xreplace({v: u})
-    # diag() of a row or a column vector is the same matrix: keep the course's vector
-    diag = sp.Identity(col(h(j)).shape[0]) if body == 1 else \
-        DiagMatrix(ElementwiseApplyFunction(sp.Lambda(u, body), h(j)))
-    where = msg("paths.direct", dplus=Math(r"\partial^{+}"))
-    if L > 1:
-        jacobians = (where, msg("paths.stacked", state=Math(P.doprint(h(t))), t=Math(P.doprint(t))),
-                     msg("paths.top_layer"))
-    else:
-        jacobians = (where, msg("paths.one_step"))
-    paths = Section(msg("section.paths"), (
-        Equations((line(Partial(sp.Symbol("L"), theta), outer, f"eq:{name}:pathsum"),)),
-        Paragraph(jacobians),
-        Equations((line(Partial(h(j), h(j - 1)), sp.MatMul(diag, col(weight)), f"eq:{name}:jacobian"),
-                   line(Partial(h(t), h(k)), sp.Product(sp.MatMul(diag, col(weight)), (j, k + 1, t)),
-                        f"eq:{name}:jacobian-product"))),
-        Paragraph((msg("paths.vanishing", range=Text(act.slope_range), activation=Text(m.activation)),)),
-    ))
-
-    # --- the proof, and what the source wrote loosely
-    check = f"derive check --preset {name}" if command.startswith("derive build --all") or "--preset" in command \
-        else f"derive check {name}.toml"
-    sections = [model, forward, loss, deltas, grads, paths,
-                Section(msg("section.proof"), (Paragraph((msg("proof.shown"), msg("proof.repeat", command=Code(check)))),))]
-    slips = SLIPS.get(spec.notation.preset, ())
-    if slips:
-        sections.append(Section(msg("section.notes"), (Items(tuple(msg(key) for key in slips)),)))
+    h = _Handout(derivation, command)
+    spec = derivation.spec
     lead = Paragraph((msg("intro.follows", source=msg(f"source.{spec.notation.preset}"),
                           layout=msg(f"layout.{spec.layout}")),
                       msg("intro.printed")))
-    return Document(language, name, command, Text(spec.title or spec.name),
-                    msg("author", spec=Code(name)), lead, tuple(sections))
+    sections = (h.model(), h.forward(), h.loss(), h.deltas(), h.grads(), h.paths(), h.proof()) + h.notes()
+    return Document(language, spec.name, command, Text(spec.title or spec.name),
+                    msg("author", spec=Code(spec.name)), lead, sections)
+
+
+class _Handout:
+    """The sections of the handout, one method each, from one derivation."""
+
+    t, k, j = sp.symbols("t k j", integer=True, positive=True)
+
+    def __init__(self, derivation: Derivation, command: str):
+        self.d, self.spec, self.command = derivation, derivation.spec, command
+        self.sym, self.m = derivation.sym, derivation.spec.model
+        self.P = HandoutLatexPrinter(self.sym)
+        self.L, self.T, self.name = self.m.layers, self.spec.bptt.steps, self.spec.name
+        self.labels = equation_labels(derivation)
+        self.act = ACTIVATIONS[self.m.activation]
+
+    def python(self, p: sp.MatrixSymbol) -> str:
+        return self.sym.names.python(self.sym.info[p].role, self.sym.info[p].layer)
+
+    def line(self, lhs: sp.Basic | str, rhs: sp.Basic | str, label: str, op: str = "=") -> Line:
+        P = self.P
+        return Line(lhs if isinstance(lhs, str) else P.doprint(lhs), op,
+                    rhs if isinstance(rhs, str) else P.doprint(rhs), label)
+
+    def step(self, time: sp.Expr) -> Paragraph:
+        """The run-in heading "Step t = 2." of one step's equations."""
+        return Paragraph((), msg("step", t=Math(self.P.doprint(sp.Eq(self.t, int(time))))))
+
+    def model(self) -> Section:
+        """The table of symbols, and the activation's slope."""
+        sym, P, L, t = self.sym, self.P, self.L, self.t
+        sizes = sym.sizes()
+        rows = []
+        for p in sym.params():
+            q = sym.info[p]
+            role: Inline = msg(f"role.{q.role}")
+            if L > 1 and q.layer <= L:
+                role = msg("role_of_layer", role=role, layer=Text(str(q.layer)))
+            rows.append((Math(P.doprint(p)), role, _shape(p, sizes), Code(self.python(p))))
+        quantities = [("input", None)] + [("hidden", l) for l in range(1, L + 1)] + \
+            [("pre_activation", l) for l in range(1, L + 1)] + \
+            ([("logits", None), ("output", None)] if self.m.output_size else [])
+        for role_name, layer in quantities:
+            s = sym(role_name, layer, t)
+            rows.append((Math(P.doprint(s)), msg(f"role.{role_name}"), _shape(s, sizes), Code("-")))
+        table = Table(tuple(msg(f"table.{c}") for c in ("symbol", "role", "shape", "code")), tuple(rows))
+        act = self.act
+        slope = self.line(rf"{act.latex}'(u)", P.doprint(act.slope.xreplace({v: act.value})) + " = "
+                          + P.doprint(act.slope.xreplace({v: sp.Symbol("v")})), f"eq:{self.name}:slope")
+        return Section(msg("section.model"), (
+            table, Paragraph((msg("model.activation", activation=Text(self.m.activation)),)), Equations((slope,))))
+
+    def forward(self) -> Section:
+        """The forward pass, one block per step."""
+        d, blocks = self.d, []
+        for time in d.unrolled.times:
+            blocks += [self.step(time), Equations(tuple(self.line(a.lhs, a.rhs, self.labels["fwd", a.lhs])
+                                                        for a in d.unrolled.forward if a.time == time))]
+        steps = Math(self.P.doprint(sp.Eq(sp.Symbol("T"), self.T)))
+        return Section(msg("section.forward", self.T, steps=steps), tuple(blocks))
+
+    def loss(self) -> Section:
+        d, t, T = self.d, self.t, self.T
+        total = sp.Sum(sp.Symbol("E_t"), (t, 1, T)) if self.spec.loss.at == "every_step" else sp.Symbol("E_T")
+        lines = [self.line(a.lhs, a.rhs, f"eq:{self.name}:loss:{int(a.time)}") for a in d.unrolled.losses]
+        lines.append(self.line("L", d.scale * total, f"eq:{self.name}:loss"))
+        return Section(msg("section.loss"), (Equations(tuple(lines)),))
+
+    def deltas(self) -> Section:
+        """The delta recursion, one block per step from T down to 1, and truncation."""
+        d, P, k = self.d, self.P, self.k
+        blocks: list[Block] = [Paragraph((msg("delta.intro", odot=Math(r"\odot")),))]
+        for time in reversed(d.unrolled.times):
+            lines = tuple(self.line(a.lhs, a.rhs, self.labels["delta", a.lhs]) for a in d.deltas if a.time == time)
+            if lines:
+                blocks += [self.step(time), Equations(lines)]
+        truncate = self.spec.bptt.truncate
+        if truncate:
+            window = msg("truncation.window", truncate, k=Math(P.doprint(sp.Eq(k, truncate))),
+                         steps=Text(str(truncate)))
+            blocks.append(Paragraph((window, msg("truncation.age", steps=Text(str(truncate)))),
+                                    msg("truncation.lead")))
+        span = Math(rf"{P.doprint(sp.Eq(self.t, self.T))}, \dots, 1")
+        return Section(msg("section.deltas", span=span), tuple(blocks))
+
+    def grads(self) -> Section:
+        """Per parameter: the contribution of each step, the total and the update; clipping."""
+        d, P, name = self.d, self.P, self.name
+        blocks: list[Block] = []
+        eta = P.doprint(sp.Symbol(r"\eta"))
+        for p, uses in d.uses.items():
+            symbol = P.doprint(p)
+            dname = rf"\frac{{\partial L}}{{\partial {symbol}}}"
+            steps = tuple(self.line(rf"{dname}\Big|_{{{int(time)}}}", e, f"eq:{name}:use:{self.python(p)}:{int(time)}")
+                          for time, e in uses)
+            blocks.append(Equations(steps + (
+                self.line(dname, d.totals[p], self.labels["total", p]),
+                self.line(symbol, f"{symbol} - {eta} {dname}", f"eq:{name}:update:{self.python(p)}",
+                          op=r"\leftarrow"))))
+        h0 = P.doprint(self.sym("hidden", 1, sp.Integer(0)))
+        blocks.append(Paragraph((msg("grads.zero_state", h0_zero=Math(f"{h0} = 0"), h0=Math(h0),
+                                     t=Math(P.doprint(sp.Eq(self.t, 2)))),)))
+        if self.spec.bptt.clip:
+            clip = sp.Float(self.spec.bptt.clip)
+            interval = Math(P.doprint(sp.Interval(-clip, clip)))
+            blocks.append(Paragraph((msg("clipping.rule", interval=interval),), msg("clipping.lead")))
+        return Section(msg("section.grads"), tuple(blocks))
+
+    def paths(self) -> Section:
+        """The same gradient as a sum over paths, and the Jacobian of one step."""
+        sym, P, L, T, m = self.sym, self.P, self.L, self.T, self.m
+        t, k, j = self.t, self.k, self.j
+        h = lambda time: sym("hidden", L, time)  # noqa: E731
+        weight = sym("recurrent_weight", L)
+        theta = sym("input_weight", 1)
+        last = self.spec.loss.at == "last_step"
+        s = sp.Integer(T) if last else t      # the step of the loss term
+        truncate = self.spec.bptt.truncate
+        window_low = sp.Max(1, s - truncate + 1) if truncate else 1
+        pred = self.d.unrolled.prediction(s)
+        chain = [Partial(sym("loss", None, s), pred)]
+        if m.output_size:
+            chain.append(Partial(pred, h(s)))
+        chain += [sp.Product(Partial(h(j), h(j - 1)), (j, k + 1, s)), Partial(h(k), theta, True)]
+        inner = sp.Sum(sp.Mul(*chain), (k, window_low, s))
+        outer = inner if last else sp.Sum(inner, (t, 1, T))
+        col = (lambda e: e.T) if sym.row else (lambda e: e)
+        body = self.act.slope.xreplace({v: u})
+        # diag() of a row or a column vector is the same matrix: keep the course's vector
+        diag = sp.Identity(col(h(j)).shape[0]) if body == 1 else \
+            DiagMatrix(ElementwiseApplyFunction(sp.Lambda(u, body), h(j)))
+        where = msg("paths.direct", dplus=Math(r"\partial^{+}"))
+        if L > 1:
+            jacobians = (where, msg("paths.stacked", state=Math(P.doprint(h(t))), t=Math(P.doprint(t))),
+                         msg("paths.top_layer"))
+        else:
+            jacobians = (where, msg("paths.one_step"))
+        name = self.name
+        return Section(msg("section.paths"), (
+            Equations((self.line(Partial(sp.Symbol("L"), theta), outer, f"eq:{name}:pathsum"),)),
+            Paragraph(jacobians),
+            Equations((self.line(Partial(h(j), h(j - 1)), sp.MatMul(diag, col(weight)), f"eq:{name}:jacobian"),
+                       self.line(Partial(h(t), h(k)), sp.Product(sp.MatMul(diag, col(weight)), (j, k + 1, t)),
+                                 f"eq:{name}:jacobian-product"))),
+            Paragraph((msg("paths.vanishing", range=Text(self.act.slope_range), activation=Text(m.activation)),)),
+        ))
+
+    def proof(self) -> Section:
+        name, command = self.name, self.command
+        check = f"derive check --preset {name}" if command.startswith("derive build --all") or "--preset" in command \
+            else f"derive check {name}.toml"
+        return Section(msg("section.proof"), (Paragraph((msg("proof.shown"), msg("proof.repeat", command=Code(check)))),))
+
+    def notes(self) -> tuple[Section, ...]:
+        """What the source document wrote loosely, if anything."""
+        slips = SLIPS.get(self.spec.notation.preset, ())
+        return (Section(msg("section.notes"), (Items(tuple(msg(key) for key in slips)),)),) if slips else ()
