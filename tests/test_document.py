@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import re
 import string
+import subprocess
+import sys
 from collections import Counter
 from importlib import resources
 from pathlib import Path
@@ -65,6 +67,14 @@ def test_the_document_is_built_from_the_given_derivation_only(monkeypatch: pytes
     doc = document.build(d, COMMAND)
     assert r"h_{2}^{3} &= \tanh\left(z_{2}^{3}\right)" in latex.render(doc)
     assert "## The delta recursion" in markdown.render(doc)
+
+
+def test_the_document_and_its_formats_import_no_derivation_and_no_other_emitter() -> None:
+    code = ("import sys, derive.document, derive.formats.latex, derive.formats.markdown; "
+            "print(sorted(m for m in sys.modules if m.startswith('derive.')))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    for stage in ("derive.bptt", "derive.check", "derive.evaluate", "derive.build", "derive.emit.python"):
+        assert f"'{stage}'" not in loaded
 
 
 def test_one_build_derives_once(monkeypatch: pytest.MonkeyPatch) -> None:
