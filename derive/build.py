@@ -11,8 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from derive import bptt
-from derive.emit import handout
+from derive import bptt, document
 from derive.formats import FORMATS, STYLES, TEX_HINT, Job
 from derive.spec import Spec, SpecError
 
@@ -53,8 +52,8 @@ def render(spec: Spec, formats: list[str], style: str = "loop", command: str = "
         raise SpecError([f"format: {', '.join(unknown)} is not one of {', '.join(FORMATS)}" if unknown
                          else f"style: {style!r} is not one of {', '.join(STYLES)}"])
     derivation = bptt.derive(spec)                        # unroll and derive, once
-    document = handout.build(derivation, command)         # the handout as data
-    job = Job(derivation, document, command, style)
+    doc = document.build(derivation, command)             # the handout as data
+    job = Job(derivation, doc, command, style)
     wanted = {need for f in formats for need in FORMATS[f].needs} | set(formats)
     for name, fmt in FORMATS.items():                     # the formats, in registry order
         if name in wanted:

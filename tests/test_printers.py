@@ -89,8 +89,9 @@ def test_truncated_deltas_carry_their_age() -> None:
 
 
 def test_path_sum_form_in_document_003_notation() -> None:
-    from derive.emit.handout import views
+    from derive import document
     from derive.spec import preset
-    view = views(bptt.derive(preset("many_to_one_bce")), "derive build --all --out generated")["md"]
-    assert view["jacobian"]["rhs"] == r"\operatorname{diag}\left(1 - o_{j}^{2}\right) w_{h}^{\top}"
-    assert view["path"]["rhs"].startswith(r"\sum_{k=1}^{3} \frac{\partial E_{3}}{\partial \hat{y}_{3}}")
+    doc = document.build(bptt.derive(preset("many_to_one_bce")), "derive build --all")
+    rhs = {e.label: e.rhs for s in doc.sections for b in s.blocks if isinstance(b, document.Equations) for e in b.lines}
+    assert rhs["eq:many_to_one_bce:jacobian"] == r"\operatorname{diag}\left(1 - o_{j}^{2}\right) w_{h}^{\top}"
+    assert rhs["eq:many_to_one_bce:pathsum"].startswith(r"\sum_{k=1}^{3} \frac{\partial E_{3}}{\partial \hat{y}_{3}}")

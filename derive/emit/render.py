@@ -1,20 +1,26 @@
 """The Jinja2 environment: logic-free templates, found in the installed package too."""
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import lru_cache, reduce
 from importlib import resources
 
 import jinja2
 
 
+def make_environment(loader: jinja2.BaseLoader) -> jinja2.Environment:
+    """Our settings: undefined names are errors, blocks leave no stray whitespace."""
+    return jinja2.Environment(
+        loader=loader, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+        keep_trailing_newline=True, autoescape=False,
+    )
+
+
 @lru_cache(maxsize=1)
 def environment() -> jinja2.Environment:
     folder = resources.files("derive.templates")
-    return jinja2.Environment(
-        loader=jinja2.FunctionLoader(lambda name: folder.joinpath(name).read_text("utf-8")),
-        undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-        keep_trailing_newline=True, autoescape=False,
-    )
+    # "latex/table.tex.j2" is found in the subfolder latex/ of the templates
+    return make_environment(jinja2.FunctionLoader(
+        lambda name: reduce(lambda f, part: f.joinpath(part), name.split("/"), folder).read_text("utf-8")))
 
 
 def render(template: str, view: dict) -> str:

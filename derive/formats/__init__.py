@@ -7,7 +7,8 @@ and written only if asked for. Adding a format is one class here (README, "How t
 from __future__ import annotations
 
 from derive.formats.base import Format, Job
-from derive.formats.handout import LatexFormat, MarkdownFormat
+from derive.formats.latex import LatexFormat
+from derive.formats.markdown import MarkdownFormat
 from derive.formats.module import STYLES, ModuleFormat
 from derive.formats.pdf import TEX_HINT, PdfFormat
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import sympy as sp
 
+from derive.document import equation_labels
 from derive.emit import render
 from derive.emit.printers import LoopCodePrinter
 from derive.formats.base import Format, Job
@@ -38,7 +39,8 @@ TEMPLATE_NAMES = frozenset({
     "PARAMS", "LAYOUT", "SPEC", "forward", "backward", "predict", "init_params", "loss_and_grads",
     "_HIDDEN", "_TRUNCATE", "_CLIP", "_backward", "_finish", "_check_array", "_check_xs", "_check_h0",
     "_check_targets",
-})#: Helpers a module defines only when its code calls them (templates/helpers/<name>.py.j2).
+})
+#: Helpers a module defines only when its code calls them (templates/helpers/<name>.py.j2).
 HELPERS = ("_matmul_steps", "_contract_steps", "_older", "_softmax", "_logsumexp", "_one_hot")
 
 
@@ -301,7 +303,7 @@ class ModuleFormat(Format):
         if job.style == "loop":
             view = module_view(job.derivation, job.command, template)
         else:
-            view = unrolled_view(job.derivation, job.document.labels, job.command, template)
+            view = unrolled_view(job.derivation, equation_labels(job.derivation), job.command, template)
         # a module defines only the helpers its code calls: render, look, render with them
         body = render.render(template, {**view, "helpers": []})
         code = render.render(template, {**view, "helpers": used_helpers(body)})

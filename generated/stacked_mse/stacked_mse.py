@@ -168,7 +168,7 @@ def loss_and_grads(params, xs, targets, h0=None):
     T, B = hs.shape[:2]
     dtype = hs.dtype
     targets = _check_targets(targets, (T, B), dtype)
-    loss = _loss_mse(hs, targets)
+    loss = 1 / 2 * np.sum((hs - targets) * (hs - targets))
     dtop = hs - targets
     grads = {}
     grads.update(_backward(dtop, cache))
@@ -201,42 +201,6 @@ def _matmul_steps(a, b, out=None):
 def _contract_steps(a, b):
     """The sum over steps and batch rows of a_t^T b_t, as one matrix product."""
     return a.reshape(-1, a.shape[-1]).T @ b.reshape(-1, b.shape[-1])
-
-
-def _older(delta):
-    """Deltas one step older: age a moves to a + 1, the oldest drops out of the window."""
-    out = np.zeros_like(delta)
-    out[1:] = delta[:-1]
-    return out
-
-
-def _softmax(z):
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def _one_hot(labels, classes, dtype):
-    out = np.zeros(labels.shape + (classes,), dtype=dtype)
-    np.put_along_axis(out, labels[..., None], 1, axis=-1)
-    return out
-
-
-def _loss_mse(prediction, y):
-    return 0.5 * np.sum((prediction - y) ** 2)
-
-
-def _loss_none(prediction, g):
-    return np.sum(g * prediction)
-
-
-def _loss_cross_entropy(logits, y):
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-    return -np.sum(y * log_probs)
-
-
-def _loss_bce(logits, y):
-    return np.sum(np.logaddexp(0, logits) - y * logits)
 
 
 def _check_array(name, value, shape, dtype=None):

@@ -132,7 +132,7 @@ def loss_and_grads(params, xs, targets, h0=None):
     logits = _matmul_steps(hs, V.T)
     y = _one_hot(targets, 3, dtype)
     probs = _softmax(logits)
-    loss = _loss_cross_entropy(logits, y)
+    loss = np.sum(_logsumexp(logits)) - np.sum(y * logits)
     dlogits = probs - y
     dtop = _matmul_steps(dlogits, V)
     grads = {
@@ -170,40 +170,23 @@ def _contract_steps(a, b):
     return a.reshape(-1, a.shape[-1]).T @ b.reshape(-1, b.shape[-1])
 
 
-def _older(delta):
-    """Deltas one step older: age a moves to a + 1, the oldest drops out of the window."""
-    out = np.zeros_like(delta)
-    out[1:] = delta[:-1]
-    return out
-
-
 def _softmax(z):
+    """softmax over the last axis, shifted by the maximum so that exp never overflows."""
     e = np.exp(z - z.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def _logsumexp(z):
+    """log sum exp over the last axis, shifted by the maximum so that exp never overflows."""
+    m = z.max(axis=-1, keepdims=True)
+    return m + np.log(np.exp(z - m).sum(axis=-1, keepdims=True))
+
+
 def _one_hot(labels, classes, dtype):
+    """Class indices as one-hot rows."""
     out = np.zeros(labels.shape + (classes,), dtype=dtype)
     np.put_along_axis(out, labels[..., None], 1, axis=-1)
     return out
-
-
-def _loss_mse(prediction, y):
-    return 0.5 * np.sum((prediction - y) ** 2)
-
-
-def _loss_none(prediction, g):
-    return np.sum(g * prediction)
-
-
-def _loss_cross_entropy(logits, y):
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-    return -np.sum(y * log_probs)
-
-
-def _loss_bce(logits, y):
-    return np.sum(np.logaddexp(0, logits) - y * logits)
 
 
 def _check_array(name, value, shape, dtype=None):
