@@ -77,6 +77,18 @@ class Notation:
 
 
 @dataclass(frozen=True)
+class Example:
+    """The handout's worked example (`derive/numbers.py` documents how it draws values):
+    weights round(scale * N(0, 1), 1) from default_rng(seed), inputs round(N(0, 1), 1) or
+    the one-hot vectors of `tokens` (one per step), and the learning rate eta."""
+
+    seed: int = 0
+    scale: float = 0.5
+    eta: float = 0.1
+    tokens: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Spec:
     name: str
     model: Model
@@ -84,6 +96,7 @@ class Spec:
     bptt: BPTT = field(default_factory=BPTT)
     notation: Notation = field(default_factory=Notation)
     title: str = ""
+    example: Example = field(default_factory=Example)
 
     def __post_init__(self) -> None:
         problems = _check(self)
@@ -172,6 +185,7 @@ def _check(spec: Spec) -> list[str]:
         problems.append(f"bptt.truncate: must be an integer >= 0 (0 = full BPTT), got {b.truncate!r}")
     if isinstance(b.clip, bool) or not isinstance(b.clip, (int, float)) or not 0 <= b.clip < float("inf"):
         problems.append(f"bptt.clip: must be a finite number >= 0 (0 = no clipping), got {b.clip!r}")
+    problems += _check_example(spec.example, b.steps if _is_int(b.steps) else 0)
     if problems:
         return problems
     # contradictions between fields, once every field is well-formed
@@ -193,12 +207,28 @@ def _check(spec: Spec) -> list[str]:
     return problems
 
 
+def _check_example(ex: Example, steps: int) -> list[str]:
+    problems = []
+    if not _is_int(ex.seed) or not 0 <= ex.seed < 2**32:
+        problems.append(f"example.seed: must be an integer from 0 to {2**32 - 1}, got {ex.seed!r}")
+    for key in ("scale", "eta"):
+        value = getattr(ex, key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 10:
+            problems.append(f"example.{key}: must be a number in (0, 10], got {value!r}")
+    if not isinstance(ex.tokens, tuple) or not all(isinstance(w, str) and w.isascii() and w.isalnum()
+                                                   for w in ex.tokens):
+        problems.append("example.tokens: must be a list of words (ASCII letters and digits)")
+    elif ex.tokens and len(ex.tokens) != steps:
+        problems.append(f"example.tokens: must give one token per step ({steps}), got {len(ex.tokens)}")
+    return problems
+
+
 # --------------------------------------------------------------------------- TOML
 
 _REQUIRED = object()
 _SCHEMA: dict[str, dict[str, tuple[str, object]]] = {
     "": {"name": ("str", _REQUIRED), "title": ("str", ""), "model": ("table", _REQUIRED),
-         "loss": ("table", {}), "bptt": ("table", {}), "notation": ("table", {})},
+         "loss": ("table", {}), "bptt": ("table", {}), "notation": ("table", {}), "example": ("table", {})},
     "model": {"cell": ("str", "elman"), "input_size": ("int", _REQUIRED),
               "hidden_sizes": ("int_list", _REQUIRED), "output_size": ("int", 0),
               "activation": ("str", "tanh"), "output_activation": ("str", "identity"),
@@ -206,10 +236,11 @@ _SCHEMA: dict[str, dict[str, tuple[str, object]]] = {
     "loss": {"kind": ("str", "mse"), "at": ("str", "every_step"), "reduction": ("str", "sum")},
     "bptt": {"steps": ("int", 3), "truncate": ("int", 0), "clip": ("float", 0.0)},
     "notation": {"preset": ("str", "d2l"), "layout": ("str", ""), "names": ("names", {})},
+    "example": {"seed": ("int", 0), "scale": ("float", 0.5), "eta": ("float", 0.1), "tokens": ("str_list", ())},
 }
 _TYPE_WORDS = {"str": "a string", "int": "an integer", "bool": "true or false",
                "float": "a number", "table": "a table", "int_list": "a list of integers",
-               "names": "a table of role = \"symbol\""}
+               "names": "a table of role = \"symbol\"", "str_list": "a list of strings"}
 
 
 def _read_table(data: dict[str, Any], table: str, problems: list[str]) -> dict[str, Any]:
@@ -234,6 +265,7 @@ def _read_table(data: dict[str, Any], table: str, problems: list[str]) -> dict[s
             "float": isinstance(value, (int, float)) and not isinstance(value, bool),
             "table": isinstance(value, dict),
             "int_list": isinstance(value, list),
+            "str_list": isinstance(value, list) and all(isinstance(w, str) for w in value),
             "names": isinstance(value, dict),
         }[kind]
         if not ok:
@@ -252,6 +284,8 @@ def _read_table(data: dict[str, Any], table: str, problems: list[str]) -> dict[s
             value = tuple((r, s) for r, s in value.items() if isinstance(s, str))
         if kind == "float":
             value = float(value)
+        if kind == "str_list":
+            value = tuple(value)
         out[key] = value
     return out
 
@@ -268,7 +302,7 @@ def from_dict(data: dict[str, Any]) -> Spec:
     problems: list[str] = []
     top = _read_table(data, "", problems)
     tables = {t: _read_table(top[t] if isinstance(top[t], dict) else {}, t, problems)
-              for t in ("model", "loss", "bptt", "notation")}
+              for t in ("model", "loss", "bptt", "notation", "example")}
     if problems:
         raise SpecError(problems)
     model = tables["model"]
@@ -276,7 +310,7 @@ def from_dict(data: dict[str, Any]) -> Spec:
         name=top["name"], title=top["title"],
         model=Model(**model),
         loss=Loss(**tables["loss"]), bptt=BPTT(**tables["bptt"]),
-        notation=Notation(**tables["notation"]),
+        notation=Notation(**tables["notation"]), example=Example(**tables["example"]),
     )
 
 

@@ -41,18 +41,24 @@ def _ordered_sum(printer: "HandoutLatexPrinter | LoopCodePrinter", expr: sp.MatA
 class HandoutLatexPrinter(LatexPrinter):
     """LaTeX in the spec's notation: `W_{xh} x_{t} + W_{hh} h_{t-1} + b_{h}`."""
 
-    def __init__(self, sym: Symbols, settings: dict | None = None):
+    def __init__(self, sym: Symbols, settings: dict | None = None, scalar: bool | None = None):
         super().__init__({"mul_symbol": None, **(settings or {})})
         self.sym = sym
         self.names = sym.names
         self._bound: dict[sp.Symbol, str] = {}
+        #: every size is 1: print as scalars (no transposes, no diag, `\cdot` for the
+        #: elementwise product), as a textbook writes a scalar model
+        self.scalar = all(int(n) == 1 for n in sym.sizes().values()) if scalar is None else scalar
 
     def time(self, time: sp.Expr | None) -> str | None:
         return None if time is None else self._print(time)
 
-    def _print_MatrixSymbol(self, expr: sp.MatrixSymbol) -> str:
+    def _print_MatrixSymbol(self, expr: sp.MatrixSymbol, index: str | None = None) -> str:
+        """The symbol in the notation; `index` (an entry of a vector) joins the time index."""
         q = self.sym.info[expr]
         time = self.time(q.time)
+        if index is not None:
+            time = index if time is None else f"{time},{index}"
         if q.role == "target":
             return self._target(time)
         if q.role == "upstream":
@@ -82,7 +88,23 @@ class HandoutLatexPrinter(LatexPrinter):
     def _print_Dummy(self, expr: sp.Dummy) -> str:
         return self._bound[expr] if expr in self._bound else super()._print_Dummy(expr)
 
+    def _print_MatrixElement(self, expr: sp.Expr) -> str:
+        """An entry of a vector of the notation: `y_{t,c}`; a scalar model drops the index."""
+        parent, i, j = expr.args
+        if parent not in self.sym.info:
+            return super()._print_MatrixElement(expr)
+        if self.scalar:
+            return self._print(parent)
+        index = j if parent.shape[0] == 1 else i
+        return self._print_MatrixSymbol(parent, self._print(index))
+
+    def _print_Norm(self, expr: sp.Expr) -> str:
+        inner = self._print(expr.args[0])
+        return rf"\left({inner}\right)" if self.scalar else rf"\left\|{inner}\right\|"
+
     def _print_Transpose(self, expr: sp.Transpose) -> str:
+        if self.scalar:   # a 1 x 1 matrix is its own transpose
+            return self._print(expr.arg)
         inner = self._print(expr.arg)
         if not isinstance(expr.arg, sp.MatrixSymbol):
             inner = rf"\left({inner}\right)"
@@ -95,6 +117,8 @@ class HandoutLatexPrinter(LatexPrinter):
 
     def _print_MatMul(self, expr: sp.MatMul) -> str:
         coeff, factors = expr.as_coeff_matrices()
+        if self.scalar:
+            factors = [f for f in factors if not isinstance(f, sp.Identity)] or factors
         parts = []
         for f in factors:
             text = self._print(f)
@@ -111,7 +135,7 @@ class HandoutLatexPrinter(LatexPrinter):
         for f in expr.args:
             text = self._print(f)
             parts.append(rf"\left({text}\right)" if isinstance(f, (sp.MatAdd, sp.MatMul)) else text)
-        return r" \odot ".join(parts)
+        return (r" \cdot " if self.scalar else r" \odot ").join(parts)
 
     def _print_ElementwiseApplyFunction(self, expr: ElementwiseApplyFunction) -> str:
         arg = self._print(expr.expr)
@@ -143,14 +167,16 @@ class HandoutLatexPrinter(LatexPrinter):
     def _print_DiagMatrix(self, expr: sp.Expr) -> str:
         arg = expr.args[0]
         text = self._print(arg)
+        if self.scalar:
+            return text
         wrapped = isinstance(arg, ElementwiseApplyFunction) and isinstance(arg.function.expr, sp.Add)
         return rf"\operatorname{{diag}}{text}" if wrapped else rf"\operatorname{{diag}}\left({text}\right)"
 
     def _print_OneMatrix(self, expr: sp.OneMatrix) -> str:
-        return r"\mathbf{1}"
+        return "1" if self.scalar else r"\mathbf{1}"
 
     def _print_Identity(self, expr: sp.Identity) -> str:
-        return "I"
+        return "1" if self.scalar else "I"
 
     def _print_Heaviside(self, expr: sp.Heaviside) -> str:
         return rf"\mathbb{{1}}\left[{self._print(expr.args[0])} > 0\right]"
@@ -424,6 +450,15 @@ class LoopCodePrinter(NumPyPrinter):
             arrays = [self.refs[f.arg if isinstance(f, sp.Transpose) else f] for f in factors]
             return f"_contract_steps({arrays[0]}, {arrays[1]})"
         raise TypeError(f"no contraction over steps for {expr}")
+
+
+class Norm(sp.Expr):
+    """The Euclidean norm of a vector, ‖e‖, for the textbook form of a loss (never evaluated)."""
+
+    is_commutative = True
+
+    def __new__(cls, arg: sp.Basic):
+        return sp.Expr.__new__(cls, arg)
 
 
 class Partial(sp.Expr):
