@@ -11,7 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from derive import bptt, document
+from derive import bptt, document, numbers
 from derive.formats import FORMATS, STYLES, TEX_HINT, Job
 from derive.spec import Spec, SpecError
 
@@ -52,7 +52,8 @@ def render(spec: Spec, formats: list[str], style: str = "loop", command: str = "
         raise SpecError([f"format: {', '.join(unknown)} is not one of {', '.join(FORMATS)}" if unknown
                          else f"style: {style!r} is not one of {', '.join(STYLES)}"])
     derivation = bptt.derive(spec)                        # unroll and derive, once
-    doc = document.build(derivation, command)             # the handout as data
+    figures = numbers.compute(derivation, command)        # the worked example, the measured norms
+    doc = document.build(derivation, command, numbers=figures)   # the handout as data
     job = Job(derivation, doc, command, style)
     wanted = {need for f in formats for need in FORMATS[f].needs} | set(formats)
     for name, fmt in FORMATS.items():                     # the formats, in registry order

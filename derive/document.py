@@ -22,12 +22,13 @@ import sympy as sp
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 from sympy.matrices.expressions.diagonal import DiagMatrix
 
-from derive.emit.printers import HandoutLatexPrinter, Partial
+from derive.emit.printers import HandoutLatexPrinter, Norm, Partial, Slope
 from derive.rules import ACTIVATIONS, u, v
 from derive.spec import SpecError
 
-if TYPE_CHECKING:  # the derivation is handed in, never made here
+if TYPE_CHECKING:  # the derivation and the numbers are handed in, never made here
     from derive.bptt import Derivation
+    from derive.numbers import Numbers
 
 # --------------------------------------------------------------------------- inline runs
 
@@ -90,12 +91,15 @@ class Paragraph(Block):
 
 @dataclass(frozen=True)
 class Line:
-    """One line of a displayed equation: `lhs op rhs`, all LaTeX, with its label."""
+    """One line of a displayed equation: `lhs op rhs`, all LaTeX. `label` names it (the
+    unrolled module cites it; LaTeX keeps it as a comment); `tag` is its printed number,
+    given only to the equations the text refers to."""
 
     lhs: str
     op: str
     rhs: str
     label: str
+    tag: str = ""
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,62 @@ class Figure(Block):
     graphic: str
     caption: Inline
     label: str
+
+
+@dataclass(frozen=True)
+class Remark(Block):
+    """A boxed remark: a run-in heading and its sentences, set apart from the text."""
+
+    kind: ClassVar[str] = "remark"
+    lead: Inline
+    sentences: tuple[Inline, ...]
+
+
+@dataclass(frozen=True)
+class Node:
+    """A node of a diagram: its name (a TikZ identifier), position (cm) and label (LaTeX)."""
+
+    name: str
+    x: str
+    y: str
+    label: Math
+
+
+@dataclass(frozen=True)
+class Edge:
+    """An arrow of a diagram; `style` is `forward` or `backward` (the delta flow)."""
+
+    source: str
+    target: str
+    label: Inline
+    style: str
+    direction: Inline
+    source_label: Math
+    target_label: Math
+
+
+@dataclass(frozen=True)
+class Diagram(Block):
+    """A drawing of nodes and arrows (TikZ in LaTeX, a table of arrows in Markdown)."""
+
+    kind: ClassVar[str] = "diagram"
+    nodes: tuple[Node, ...]
+    edges: tuple[Edge, ...]
+    caption: Inline
+    header: tuple[Inline, ...]          # the Markdown table's columns: from, to, label, direction
+
+
+@dataclass(frozen=True)
+class Plot(Block):
+    """Curves on a logarithmic y axis (pgfplots in LaTeX, a table in Markdown): `rows` are
+    (x, y_1, ..., y_n), numbers already written as text; `legends` name the n curves."""
+
+    kind: ClassVar[str] = "plot"
+    xlabel: Inline
+    ylabel: Inline
+    legends: tuple[Inline, ...]
+    rows: tuple[tuple[str, ...], ...]
+    caption: Inline
 
 
 @dataclass(frozen=True)
@@ -204,8 +264,8 @@ def languages() -> list[str]:
 
 # --------------------------------------------------------------------------- the handout
 
-#: What each source document wrote loosely, and the form this handout uses instead
-#: (catalog keys, by notation preset).
+#: What each source document wrote loosely (catalog key of the sentence that names it),
+#: by notation preset; the corrected form is printed in math by `_Handout.notes`.
 SLIPS = {
     "doc000": ("slip.doc000_update", "slip.doc000_residual", "slip.doc000_transposes"),
     "doc003": ("slip.doc003_chain",),
@@ -214,8 +274,8 @@ SLIPS = {
 
 
 def equation_labels(d: Derivation) -> dict[tuple[str, sp.MatrixSymbol], str]:
-    """The handout's `\\label`s of the equations that define a forward quantity, a delta or
-    a total, keyed by what they define; the unrolled module cites the same labels."""
+    """The names (`eq:...`) of the equations that define a forward quantity, a delta or
+    a total, keyed by what they define; the unrolled module cites the same names."""
     name, sym = d.spec.name, d.sym
     out = {}
     for time in d.unrolled.times:
@@ -228,51 +288,116 @@ def equation_labels(d: Derivation) -> dict[tuple[str, sp.MatrixSymbol], str]:
     return out
 
 
-def _shape(expr: sp.MatrixExpr, sizes: dict) -> Message:
-    rows, cols = (str(sp.sympify(x).xreplace(sizes)) for x in expr.shape)
-    return msg("table.shape_of", rows=Text(rows), cols=Text(cols))
+def _is_preset(spec) -> bool:
+    """True when `spec` is one of the bundled presets, unchanged (it then follows its document)."""
+    from derive.spec import preset, preset_names
+    return spec.name in preset_names() and preset(spec.name) == spec
 
 
-def build(derivation: Derivation, command: str, language: str = "en") -> Document:
-    """The handout of one derivation, in one language (checked against its catalog)."""
+def build(derivation: Derivation, command: str, language: str = "en", numbers: Numbers | None = None) -> Document:
+    """The handout of one derivation, in one language (checked against its catalog);
+    `numbers` (from `derive.numbers`) adds the worked example and the vanishing-gradient plot."""
     catalog(language)
-    h = _Handout(derivation, command)
+    h = _Handout(derivation, command, numbers)
     spec = derivation.spec
-    lead = Paragraph((msg("intro.follows", source=msg(f"source.{spec.notation.preset}"),
-                          layout=msg(f"layout.{spec.layout}")),
-                      msg("intro.printed")))
-    sections = (h.model(), h.forward(), h.loss(), h.deltas(), h.grads(), h.paths(), h.proof()) + h.notes()
+    source = msg(f"source.{spec.notation.preset}")
+    layout = msg(f"layout.{spec.layout}")
+    first = msg("intro.follows", source=source, layout=layout) if h.preset else \
+        msg("intro.custom", spec=Code(spec.name), source=source, layout=layout)
+    lead = Paragraph((first, msg("intro.printed")))
+    sections = (h.model(), h.bridge(), h.forward(), h.loss(), h.deltas(), h.grads(), h.paths(),
+                h.vanishing(), h.example(), h.training(), h.proof(), h.notes())
     return Document(language, spec.name, command, Text(spec.title or spec.name),
-                    msg("author", spec=Code(spec.name)), lead, sections)
+                    msg("author", spec=Code(spec.name)), lead, tuple(s for s in sections if s is not None))
 
 
 class _Handout:
     """The sections of the handout, one method each, from one derivation."""
 
     t, k, j = sp.symbols("t k j", integer=True, positive=True)
+    c = sp.Symbol("c", integer=True, positive=True)          # the index of an output entry
+    tau = sp.Symbol("tau", integer=True, positive=True)      # the truncation window
+    eta = sp.Symbol("eta", positive=True)
 
-    def __init__(self, derivation: Derivation, command: str):
+    def __init__(self, derivation: Derivation, command: str, numbers: Numbers | None = None):
         self.d, self.spec, self.command = derivation, derivation.spec, command
         self.sym, self.m = derivation.sym, derivation.spec.model
         self.P = HandoutLatexPrinter(self.sym)
+        self.Pn = HandoutLatexPrinter(self.sym, {"order": "none"})   # terms in the order written
+        self.scalar = self.P.scalar
         self.L, self.T, self.name = self.m.layers, self.spec.bptt.steps, self.spec.name
         self.labels = equation_labels(derivation)
         self.act = ACTIVATIONS[self.m.activation]
+        self.numbers = numbers
+        self.notation = self.spec.notation.preset
+        self.preset = _is_preset(self.spec)
+        self.tags: dict[str, str] = {}
+
+    # ----------------------------------------------------------------- helpers
+
+    def tag(self, key: str) -> str:
+        """The number of an equation the text refers to (numbered in order of appearance)."""
+        self.tags[key] = str(len(self.tags) + 1)
+        return self.tags[key]
+
+    def ref(self, key: str) -> Text:
+        return Text(f"({self.tags[key]})")
 
     def python(self, p: sp.MatrixSymbol) -> str:
         return self.sym.names.python(self.sym.info[p].role, self.sym.info[p].layer)
 
-    def line(self, lhs: sp.Basic | str, rhs: sp.Basic | str, label: str, op: str = "=") -> Line:
-        P = self.P
-        return Line(lhs if isinstance(lhs, str) else P.doprint(lhs), op,
-                    rhs if isinstance(rhs, str) else P.doprint(rhs), label)
+    def tex(self, expr: sp.Basic | str) -> str:
+        return expr if isinstance(expr, str) else self.P.doprint(expr)
+
+    def math(self, expr: sp.Basic | str) -> Math:
+        return Math(self.tex(expr))
+
+    def line(self, lhs: sp.Basic | str, rhs: sp.Basic | str, label: str, op: str = "=", tag: str = "") -> Line:
+        return Line(self.tex(lhs), op, self.tex(rhs), label, tag)
 
     def step(self, time: sp.Expr) -> Paragraph:
         """The run-in heading "Step t = 2." of one step's equations."""
-        return Paragraph((), msg("step", t=Math(self.P.doprint(sp.Eq(self.t, int(time))))))
+        return Paragraph((), msg("step", t=self.math(sp.Eq(self.t, int(time)))))
+
+    def col(self, e: sp.MatrixExpr) -> sp.MatrixExpr:
+        """A vector as a column (row-layout vectors are rows)."""
+        return e.T if self.sym.row else e
+
+    def h(self, time, layer: int | None = None) -> sp.MatrixSymbol:
+        return self.sym("hidden", layer or self.L, time)
+
+    def shift(self, expr: sp.Basic, mapping: dict) -> sp.Basic:
+        """`expr` with the time index of every quantity in it changed by `mapping` (t -> j)."""
+        swap = {}
+        for a in expr.atoms(sp.MatrixSymbol):
+            q = self.sym.info.get(a)
+            if q is not None and q.time is not None and q.time.xreplace(mapping) != q.time:
+                swap[a] = self.sym(q.role, q.layer, q.time.xreplace(mapping), q.age, q.gate)
+        return expr.xreplace(swap)
+
+    def dname(self, p: sp.MatrixSymbol) -> str:
+        return rf"\frac{{\partial L}}{{\partial {self.tex(p)}}}"
+
+    def slope_of(self, z: sp.MatrixExpr) -> sp.MatrixExpr:
+        """f'(z) before it is written out."""
+        return ElementwiseApplyFunction(sp.Lambda(u, Slope(u)), z)
+
+    def gamma(self) -> sp.Expr:
+        """The activation's largest slope, the upper end of its slope range."""
+        return sp.sympify(self.act.slope_range.strip("()[]{}").split(",")[-1].strip())
+
+    def upstream(self, layer: int, time) -> sp.MatrixExpr | None:
+        """The gradient reaching h^l_t from above in the generic step rule, written out."""
+        rule = self.d.rule
+        if layer == self.L:
+            return rule.top_upstream
+        below = rule.layers[layer]       # layer + 1, 0-based
+        return below.down
+
+    # ----------------------------------------------------------------- sections
 
     def model(self) -> Section:
-        """The table of symbols, and the activation's slope."""
+        """The table of symbols (with the targets, the loss and the learning rate), the slope."""
         sym, P, L, t = self.sym, self.P, self.L, self.t
         sizes = sym.sizes()
         rows = []
@@ -281,82 +406,287 @@ class _Handout:
             role: Inline = msg(f"role.{q.role}")
             if L > 1 and q.layer <= L:
                 role = msg("role_of_layer", role=role, layer=Text(str(q.layer)))
-            rows.append((Math(P.doprint(p)), role, _shape(p, sizes), Code(self.python(p))))
+            rows.append((self.math(p), role, self.shape(p, sizes), Code(self.python(p))))
         quantities = [("input", None)] + [("hidden", l) for l in range(1, L + 1)] + \
             [("pre_activation", l) for l in range(1, L + 1)] + \
             ([("logits", None), ("output", None)] if self.m.output_size else [])
         for role_name, layer in quantities:
             s = sym(role_name, layer, t)
-            rows.append((Math(P.doprint(s)), msg(f"role.{role_name}"), _shape(s, sizes), Code("-")))
+            role = msg(f"role.{role_name}")
+            if L > 1 and layer is not None:
+                role = msg("role_of_layer", role=role, layer=Text(str(layer)))
+            rows.append((self.math(s), role, self.shape(s, sizes), Code("-")))
+        if self.spec.loss.kind != "none":
+            y = self.d.unrolled.at(t).target
+            rows.append((self.math(y), msg(f"role.target_{self.spec.loss.kind}"), self.shape(y, sizes), Code("targets")))
+        else:
+            g = self.d.unrolled.at(t).target
+            rows.append((self.math(g), msg("role.upstream"), self.shape(g, sizes), Code("targets")))
+        one = Math(r"1 \times 1")
+        rows += [(self.math(sym("loss", None, t)), msg("role.loss_t"), one, Code("-")),
+                 (Math("L"), msg("role.loss"), one, Code("loss")),
+                 (self.math(self.eta), msg("role.eta"), one, Code("-"))]
         table = Table(tuple(msg(f"table.{c}") for c in ("symbol", "role", "shape", "code")), tuple(rows))
         act = self.act
-        slope = self.line(rf"{P.function_name(act.value)}'(u)", P.doprint(act.slope.xreplace({v: act.value})) + " = "
-                          + P.doprint(act.slope.xreplace({v: sp.Symbol("v")})), f"eq:{self.name}:slope")
+        name = P.function_name(act.value)
+        vsym = sp.Symbol("v")
+        slope = self.line(rf"{name}'(u)", P.doprint(act.slope.xreplace({v: act.value})) + " = "
+                          + P.doprint(act.slope.xreplace({v: vsym})), f"eq:{self.name}:slope")
         return Section(msg("section.model"), (
-            table, Paragraph((msg("model.activation", activation=Text(self.m.activation)),)), Equations((slope,))))
+            table,
+            Paragraph((msg("model.activation", activation=Text(self.m.activation),
+                           output=self.math(sp.Eq(vsym, act.value))),)),
+            Equations((slope,))))
+
+    def shape(self, expr: sp.MatrixExpr, sizes: dict) -> Math:
+        rows, cols = (self.tex(sp.sympify(x).xreplace(sizes)) for x in expr.shape)
+        return Math(rf"{rows} \times {cols}")
+
+    def bridge(self) -> Section:
+        """What the source writes, what this handout writes for it, and what it means."""
+        sym, t, L = self.sym, self.t, self.L
+        at = self.d.unrolled.at(t)
+        E, y = sym("loss", None, t), at.target
+        rows: list[tuple[Inline, Inline, Inline]] = []
+        if self.notation == "doc000":
+            rows += [(Math("y^{t}"), self.math(self.h(t)), msg("bridge.output")),
+                     (Math(r"\widehat{y^{t}}"), self.math(y), msg("bridge.target")),
+                     (Math("y^{t}_{1}"), self.math(self.h(t, 1)), msg("bridge.layer_output")),
+                     (Math("e^{t}"), self.math(self.d.rule.top_upstream), msg("bridge.error")),
+                     (Math("dW^{t}_{l}"), Math(rf"{self.dname(sym('input_weight', 1)).replace('W_{1}', 'W_{l}')}\Big|_{{t}}"),
+                      msg("bridge.contribution"))]
+        elif self.notation == "d2l":
+            rows += [(Math("y_{t}"), self.math(at.prediction), msg("bridge.output")),
+                     (Math("-"), self.math(y), msg("bridge.target_implicit")),
+                     (Math(r"\delta^{y}_{t} = \frac{\partial L}{\partial y_{t}}"),
+                      self.math(sym("output_delta", None, t)), msg("bridge.output_delta",
+                                                                 logits=self.math(sym("logits", None, t))))]
+        elif self.notation == "doc003":
+            rows += [(Math(r"\hat{y}"), self.math(self.d.unrolled.prediction(sp.Integer(self.T))), msg("bridge.output")),
+                     (Math("y"), self.math(self.d.unrolled.at(sp.Integer(self.T)).target), msg("bridge.target")),
+                     (Math("x_{1t}"), self.math(sym("input", None, t)), msg("bridge.input")),
+                     (Math(r"\hat{y} = \sigma(o_{3} w_{o})"), Math(
+                         self.tex(sym("logits", None, sp.Integer(self.T))) + " = " + self.tex(
+                             self.d.unrolled.forward[-2].rhs) + r",\quad " + self.tex(
+                             self.d.unrolled.prediction(sp.Integer(self.T))) + " = " + self.tex(
+                             self.d.unrolled.forward[-1].rhs)), msg("bridge.logits"))]
+        elif self.notation == "doc001":
+            rows += [(Math(r"\hat{y}_{t}"), self.math(at.prediction), msg("bridge.output")),
+                     (Math("y_{t}"), self.math(y), msg("bridge.target"))]
+        rows.append((Math("E"), Math("L"), msg("bridge.total")))
+        header = (msg("table.source_writes"), msg("table.handout_writes"), msg("table.meaning"))
+        return Section(msg("section.bridge"), (Paragraph((msg("bridge.intro"),)), Table(header, tuple(rows))))
+
+    def diagram(self) -> Diagram:
+        """The network unrolled over T steps: forward arrows, and the deltas flowing back."""
+        sym, L, T, m, P = self.sym, self.L, self.T, self.m, self.P
+        dx, dy = 2.6, 1.5
+        nodes, edges = [], []
+        label = {}
+
+        def node(name: str, x: float, y: float, expr: sp.Basic) -> None:
+            label[name] = self.math(expr)
+            nodes.append(Node(name, f"{x:.1f}", f"{y:.1f}", label[name]))
+
+        def edge(a: str, b: str, expr: sp.Basic | str, style: str) -> None:
+            edges.append(Edge(a, b, self.math(expr) if expr != "" else Text(""), style, msg(f"figure.{style}"),
+                              label[a], label[b]))
+        for time in range(0, T + 1):
+            for l in range(1, L + 1):
+                node(f"h{l}t{time}", time * dx, l * dy, self.h(sp.Integer(time), l))
+        steps = {int(s) for s in self.d.unrolled.loss_steps}
+        for time in range(1, T + 1):
+            tt = sp.Integer(time)
+            node(f"x{time}", time * dx, 0, sym("input", None, tt))
+            top = f"h{L}t{time}"
+            if m.output_size:
+                node(f"y{time}", time * dx, (L + 1) * dy, self.d.unrolled.prediction(tt))
+                top = f"y{time}"
+            if time in steps:
+                node(f"E{time}", time * dx, (L + 1 + bool(m.output_size)) * dy, sym("loss", None, tt))
+        for time in range(1, T + 1):
+            below = f"x{time}"
+            for l in range(1, L + 1):
+                here = f"h{l}t{time}"
+                edge(below, here, sym("input_weight", l), "forward")
+                edge(f"h{l}t{time - 1}", here, sym("recurrent_weight", l), "forward")
+                below = here
+            if m.output_size:
+                edge(below, f"y{time}", sym("output_weight", L + 1), "forward")
+            if time in steps:
+                edge(f"y{time}" if m.output_size else below, f"E{time}", "", "forward")
+        for time in range(T, 1, -1):
+            for l in range(1, L + 1):
+                edge(f"h{l}t{time}", f"h{l}t{time - 1}", sym("delta", l, sp.Integer(time)), "backward")
+        return Diagram(tuple(nodes), tuple(edges), msg("figure.unrolled", steps=Math(f"T = {T}")),
+                       (msg("table.from"), msg("table.to"), msg("table.label"), msg("table.direction")))
 
     def forward(self) -> Section:
-        """The forward pass, one block per step."""
-        d, blocks = self.d, []
+        """The unrolled network, the document's own form of a step, then one block per step."""
+        d, P, sym, t = self.d, self.P, self.sym, self.t
+        blocks: list[Block] = [self.diagram()]
+        if self.preset and self.notation == "doc000":
+            # [x_t, h_{t-1}] W~ : the concatenated input times the stacked weights
+            for l in range(1, self.L + 1):
+                below = sym("input", None, t) if l == 1 else self.h(t, l - 1)
+                cat = sp.BlockMatrix([[below, self.h(t - 1, l)]])
+                stack = sp.BlockMatrix([[sym("input_weight", l)], [sym("recurrent_weight", l)]])
+                rule = d.rule.layers[l - 1]
+                blocks.append(Equations((self.line(sym("pre_activation", l, t), rf"{P.doprint(cat)} {P.doprint(stack)} + {P.doprint(sym('bias', l))} = "
+                                                   + P.doprint(sp.MatAdd(rule.projection, rule.recurrence)),
+                                                   f"eq:{self.name}:concat:{l}", tag=self.tag(f"concat{l}")),)))
+            blocks.insert(1, Paragraph((msg("doc000.concat"),)))
+            blocks.append(Paragraph((msg("doc000.split", refs=Text(", ".join(f"({self.tags[f'concat{l}']})"
+                                                                         for l in range(1, self.L + 1)))),)))
+        if self.preset and self.notation == "d2l":
+            relu = ACTIVATIONS["relu"]
+            a = sym("pre_activation", 1, t)
+            blocks.append(Paragraph((msg("d2l.shared", weights=Math(", ".join(self.tex(p) for p in sym.params()))),
+                                     msg("d2l.relu", activation=Text(self.m.activation),
+                                         relu=self.math(sp.Eq(sp.Symbol("f(a)"), relu.value.xreplace({u: sp.Symbol("a")}))),
+                                         slope=self.math(relu.slope.xreplace({v: sp.Symbol("a")}))))))
         for time in d.unrolled.times:
             blocks += [self.step(time), Equations(tuple(self.line(a.lhs, a.rhs, self.labels["fwd", a.lhs])
                                                         for a in d.unrolled.forward if a.time == time))]
-        steps = Math(self.P.doprint(sp.Eq(sp.Symbol("T"), self.T)))
+        steps = self.math(sp.Eq(sp.Symbol("T"), self.T))
         return Section(msg("section.forward", self.T, steps=steps), tuple(blocks))
+
+    def textbook_loss(self, time: sp.Expr) -> sp.Expr:
+        """E_t in its usual form: ½‖ŷ − y‖², −Σ_c y_c log ŷ_c, −y log ŷ − (1 − y) log(1 − ŷ)."""
+        at, kind, c = self.d.unrolled.at(time), self.spec.loss.kind, self.c
+        size = self.m.output_size or self.m.hidden_sizes[-1]
+
+        index = 0 if size == 1 else c
+
+        def entry(x: sp.MatrixExpr) -> sp.Expr:
+            return x[0, index] if self.sym.row else x[index, 0]
+
+        def total(term: sp.Expr) -> sp.Expr:
+            return term if size == 1 else sp.Sum(term, (c, 1, size))
+        if kind == "mse" and self.scalar:
+            return sp.Mul(sp.Rational(1, 2), sp.Pow(sp.Add(entry(at.prediction), -entry(at.target), evaluate=False), 2,
+                                                    evaluate=False), evaluate=False)
+        if kind == "mse":
+            return sp.Rational(1, 2) * Norm(at.prediction - at.target) ** 2
+        if kind == "cross_entropy":
+            return -sp.Sum(entry(at.target) * sp.log(entry(at.probabilities("softmax"))), (c, 1, size))
+        if kind == "bce":
+            p, y = entry(at.probabilities("sigmoid")), entry(at.target)
+            term = sp.Add(sp.Mul(-1, y, sp.log(p), evaluate=False),
+                          sp.Mul(-1, sp.Add(1, -y, evaluate=False), sp.log(sp.Add(1, -p, evaluate=False)),
+                                 evaluate=False), evaluate=False)
+            return total(term)
+        return next(a.rhs for a in self.d.unrolled.losses if a.time == time)
 
     def loss(self) -> Section:
         d, t, T = self.d, self.t, self.T
-        total = sp.Sum(sp.Symbol("E_t"), (t, 1, T)) if self.spec.loss.at == "every_step" else sp.Symbol("E_T")
-        lines = [self.line(a.lhs, a.rhs, f"eq:{self.name}:loss:{int(a.time)}") for a in d.unrolled.losses]
+        P = self.Pn
+        E = lambda time: self.sym("loss", None, time)  # noqa: E731
+        total = sp.Sum(E(t), (t, 1, T)) if self.spec.loss.at == "every_step" else E(sp.Integer(T))
+        lines = [Line(P.doprint(a.lhs), "=", P.doprint(self.textbook_loss(a.time)), f"eq:{self.name}:loss:{int(a.time)}")
+                 for a in d.unrolled.losses]
         lines.append(self.line("L", d.scale * total, f"eq:{self.name}:loss"))
         return Section(msg("section.loss"), (Equations(tuple(lines)),))
 
     def deltas(self) -> Section:
-        """The delta recursion, one block per step from T down to 1, and truncation."""
-        d, P, k = self.d, self.P, self.k
-        blocks: list[Block] = [Paragraph((msg("delta.intro", odot=Math(r"\odot")),))]
+        """The generic delta rule (the document's form first), then one block per step, T down to 1."""
+        d, P, sym, t = self.d, self.P, self.sym, self.t
+        rule = d.rule
+        blocks: list[Block] = [Paragraph((msg("delta.intro_scalar", cdot=Math(r"\cdot")) if self.scalar
+                                          else msg("delta.intro", odot=Math(r"\odot")),))]
+        general = []
+        if rule.output_delta is not None:
+            od = rule.output_delta
+            general.append(self.line(od.lhs, rf"\frac{{\partial E_{{{self.tex(t)}}}}}{{\partial {self.tex(sym('logits', None, t))}}} = "
+                                     + self.tex(od.rhs), f"eq:{self.name}:rule:output"))
+        doc000 = self.preset and self.notation == "doc000"
+        if doc000:
+            e = sp.MatrixSymbol("e^t", *self.h(t).shape)
+            general.append(self.line(e, rf"\frac{{\partial E^{{{self.tex(t)}}}}}{{\partial {self.tex(self.h(t))}}} = "
+                                     + self.tex(rule.top_upstream), f"eq:{self.name}:rule:error"))
+        for layer in reversed(rule.layers):
+            for a in layer.delta:
+                if sym.info[a.lhs].age not in (None, 0):
+                    continue
+                up = self.upstream(layer.layer, t)
+                if doc000 and layer.layer == self.L:
+                    up = e
+                z = sym("pre_activation", layer.layer, t)
+                # the slope as f'(z) first, then written out (the step rule has it through h)
+                rhs = a.rhs.xreplace({layer.upstream: up})
+                short = rhs.xreplace({arg: self.slope_of(z) for arg in rhs.args if isinstance(arg, ElementwiseApplyFunction)}) \
+                    if isinstance(rhs, sp.HadamardProduct) else rhs
+                if doc000 and layer.layer == self.L:
+                    short = sp.HadamardProduct(*reversed(short.args))    # document 000: f'(z) ⊙ (e + ...)
+                lhs = a.lhs if sym.info[a.lhs].age is None else sym("delta", layer.layer, t)
+                general.append(self.line(lhs, self.tex(short) + " = " + self.tex(rhs),
+                                         f"eq:{self.name}:rule:{layer.layer}", tag=self.tag(f"delta{layer.layer}")))
+        blocks += [Paragraph((msg("delta.general"),)), Equations(tuple(general))]
+        if self.notation == "d2l":
+            blocks.append(Paragraph((msg("delta.placement", ref=self.ref(f"delta{self.L}")),)))
+        truncate = self.spec.bptt.truncate
+        if truncate:
+            window = msg("truncation.window", truncate, tau=self.math(sp.Eq(self.tau, truncate)),
+                         steps=Text(str(truncate)))
+            blocks.append(Paragraph((window, msg("truncation.age", steps=Text(str(truncate)))),
+                                    msg("truncation.lead")))
+        blocks.append(Paragraph((msg("delta.order", span=Math(rf"{self.tex(sp.Eq(t, self.T))}, \dots, 1")),)))
         for time in reversed(d.unrolled.times):
             lines = tuple(self.line(a.lhs, a.rhs, self.labels["delta", a.lhs]) for a in d.deltas if a.time == time)
             if lines:
                 blocks += [self.step(time), Equations(lines)]
-        truncate = self.spec.bptt.truncate
-        if truncate:
-            window = msg("truncation.window", truncate, k=Math(P.doprint(sp.Eq(k, truncate))),
-                         steps=Text(str(truncate)))
-            blocks.append(Paragraph((window, msg("truncation.age", steps=Text(str(truncate)))),
-                                    msg("truncation.lead")))
-        span = Math(rf"{P.doprint(sp.Eq(self.t, self.T))}, \dots, 1")
+        span = Math(rf"{self.tex(sp.Eq(t, self.T))}, \dots, 1")
         return Section(msg("section.deltas", span=span), tuple(blocks))
 
     def grads(self) -> Section:
-        """Per parameter: the contribution of each step, the total and the update; clipping."""
-        d, P, name = self.d, self.P, self.name
+        """Per parameter: the compact sum over steps, each step's contribution, the total and
+        the update; clipping."""
+        d, P, name, sym, t = self.d, self.P, self.name, self.sym, self.t
+        rule = d.rule
         blocks: list[Block] = []
-        eta = P.doprint(sp.Symbol(r"\eta"))
+        compact = {**{p: e for layer in rule.layers for p, e in layer.uses.items()}, **rule.output_uses}
+        lines = []
+        for p in d.uses:
+            if p in compact:
+                low = 1 if sym.info[p].role != "recurrent_weight" else 1
+                lines.append(self.line(self.dname(p), sp.Sum(compact[p], (t, low, self.T)),
+                                       f"eq:{name}:compact:{self.python(p)}", tag=self.tag(f"compact:{self.python(p)}")))
+        blocks += [Paragraph((msg("grads.compact"),)), Equations(tuple(lines))]
+        doc000 = self.preset and self.notation == "doc000"
+        if doc000:
+            blocks.append(Paragraph((msg("doc000.contributions", dW=Math(r"dW^{t}_{l}"), dV=Math(r"dV^{t}_{l}"),
+                                         db=Math(r"db^{t}_{l}")),)))
+        eta = self.tex(self.eta)
         for p, uses in d.uses.items():
-            symbol = P.doprint(p)
-            dname = rf"\frac{{\partial L}}{{\partial {symbol}}}"
+            symbol = self.tex(p)
+            dname = self.dname(p)
             steps = tuple(self.line(rf"{dname}\Big|_{{{int(time)}}}", e, f"eq:{name}:use:{self.python(p)}:{int(time)}")
                           for time, e in uses)
             blocks.append(Equations(steps + (
                 self.line(dname, d.totals[p], self.labels["total", p]),
                 self.line(symbol, f"{symbol} - {eta} {dname}", f"eq:{name}:update:{self.python(p)}",
                           op=r"\leftarrow"))))
-        h0 = P.doprint(self.sym("hidden", 1, sp.Integer(0)))
-        blocks.append(Paragraph((msg("grads.zero_state", h0_zero=Math(f"{h0} = 0"), h0=Math(h0),
-                                     t=Math(P.doprint(sp.Eq(self.t, 2)))),)))
+        h0 = self.tex(self.h(sp.Integer(0), 1))
+        zero = msg("doc000.no_dv", dV=Math(r"dV^{1}_{l}"), h0=Math(rf"{self.tex(self.h(sp.Integer(0)))} = 0")) if doc000 \
+            else msg("grads.zero_state", h0_zero=Math(f"{h0} = 0"), h0=Math(h0), t=self.math(sp.Eq(self.t, 2)))
+        blocks.append(Paragraph((zero,)))
         if self.spec.bptt.clip:
             clip = sp.Float(self.spec.bptt.clip)
-            interval = Math(P.doprint(sp.Interval(-clip, clip)))
+            g = sp.Symbol("g")
+            interval = self.math(sp.Interval(-clip, clip))
             blocks.append(Paragraph((msg("clipping.rule", interval=interval),), msg("clipping.lead")))
+            blocks.append(Equations((
+                self.line(g, sp.Min(sp.Max(g, -clip), clip), f"eq:{name}:clip:elementwise", op=r"\leftarrow"),
+                self.line(g, rf"{self.tex(g)} \cdot \min\left(1, \frac{{{self.tex(clip)}}}{{\left\|{self.tex(g)}\right\|}}\right)",
+                          f"eq:{name}:clip:norm", op=r"\leftarrow"))))
+            blocks.append(Paragraph((msg("clipping.norm", g=self.math(g)),)))
         return Section(msg("section.grads"), tuple(blocks))
 
     def paths(self) -> Section:
-        """The same gradient as a sum over paths, and the Jacobian of one step."""
+        """The same gradient as a sum over paths; the documents' own path sums."""
         sym, P, L, T, m = self.sym, self.P, self.L, self.T, self.m
         t, k, j = self.t, self.k, self.j
         h = lambda time: sym("hidden", L, time)  # noqa: E731
-        weight = sym("recurrent_weight", L)
         theta = sym("input_weight", 1)
         last = self.spec.loss.at == "last_step"
         s = sp.Integer(T) if last else t      # the step of the loss term
@@ -369,34 +699,225 @@ class _Handout:
         chain += [sp.Product(Partial(h(j), h(j - 1)), (j, k + 1, s)), Partial(h(k), theta, True)]
         inner = sp.Sum(sp.Mul(*chain), (k, window_low, s))
         outer = inner if last else sp.Sum(inner, (t, 1, T))
-        col = (lambda e: e.T) if sym.row else (lambda e: e)
-        body = self.act.slope.xreplace({v: u})
-        # diag() of a row or a column vector is the same matrix: keep the course's vector
-        diag = sp.Identity(col(h(j)).shape[0]) if body == 1 else \
-            DiagMatrix(ElementwiseApplyFunction(sp.Lambda(u, body), h(j)))
         where = msg("paths.direct", dplus=Math(r"\partial^{+}"))
-        if L > 1:
-            jacobians = (where, msg("paths.stacked", state=Math(P.doprint(h(t))), t=Math(P.doprint(t))),
-                         msg("paths.top_layer"))
-        else:
-            jacobians = (where, msg("paths.one_step"))
         name = self.name
-        return Section(msg("section.paths"), (
-            Equations((self.line(Partial(sp.Symbol("L"), theta), outer, f"eq:{name}:pathsum"),)),
-            Paragraph(jacobians),
-            Equations((self.line(Partial(h(j), h(j - 1)), sp.MatMul(diag, col(weight)), f"eq:{name}:jacobian"),
-                       self.line(Partial(h(t), h(k)), sp.Product(sp.MatMul(diag, col(weight)), (j, k + 1, t)),
-                                 f"eq:{name}:jacobian-product"))),
-            Paragraph((msg("paths.vanishing", range=Text(self.act.slope_range), activation=Text(m.activation)),)),
-        ))
+        blocks: list[Block] = [
+            Equations((self.line(Partial(sp.Symbol("L"), theta), outer, f"eq:{name}:pathsum", tag=self.tag("pathsum")),)),
+            Paragraph((where,) + ((msg("paths.stacked", state=self.math(h(t)), t=self.math(t)),) if L > 1 else ()))]
+        if self.preset and self.notation == "doc001":
+            blocks += self.doc001()
+        if self.preset and self.notation == "doc003":
+            blocks += self.doc003()
+        return Section(msg("section.paths"), tuple(blocks))
+
+    def doc001(self) -> list[Block]:
+        """Document 001: E = Σ E_t, ∂E/∂W = Σ ∂E_t/∂W, the incomplete chain and the full path sum for W."""
+        sym, T, k = self.sym, self.T, self.k
+        t, three = self.t, sp.Integer(T)
+        W = sym("recurrent_weight", 1)
+        E = lambda time: sym("loss", None, time)  # noqa: E731
+        s = lambda time: sym("hidden", 1, time)  # noqa: E731
+        pred = self.d.unrolled.prediction(three)
+        rule = self.d.rule.layers[0]
+        step = ElementwiseApplyFunction(sp.Lambda(u, self.act.value), self.shift(rule.projection + rule.recurrence, {t: three}))
+        s3 = f"{self.tex(s(three))} = {self.tex(step)}"
+        out = [Paragraph((msg("doc001.total", E=Math("E"), L=Math("L")),)),
+               Equations((self.line("E", sp.Sum(E(t), (t, 1, T)), f"eq:{self.name}:doc001:E"),
+                          self.line(Partial(sp.Symbol("E"), W), sp.Sum(Partial(E(t), W), (t, 1, T)),
+                                    f"eq:{self.name}:doc001:dE"))),
+               Paragraph((msg("doc001.first"),)),
+               Equations((self.line(Partial(E(three), W), sp.Mul(Partial(E(three), pred), Partial(pred, s(three)),
+                                                                 Partial(s(three), W)),
+                                    f"eq:{self.name}:doc001:incomplete", tag=self.tag("incomplete")),)),
+               Remark(msg("doc001.box_lead"), (msg("doc001.box", ref=self.ref("incomplete"), s3=Math(s3),
+                                                   s2=self.math(s(three - 1)), W=self.math(W)),)),
+               Paragraph((msg("doc001.full", W=self.math(W)),)),
+               Equations((self.line(Partial(E(three), W), sp.Sum(sp.Mul(Partial(E(three), pred), Partial(pred, s(three)),
+                                                                        Partial(s(three), s(k)), Partial(s(k), W, True)),
+                                                                 (k, 0, T)),
+                                    f"eq:{self.name}:doc001:full", tag=self.tag("full")),
+                          self.line(Partial(s(sp.Integer(0)), W, True), sp.ZeroMatrix(*W.shape), f"eq:{self.name}:doc001:zero"))),
+               Paragraph((msg("doc001.zero_term", ref=self.ref("full"), s0=self.math(s(sp.Integer(0)))),))]
+        return out
+
+    def doc003(self) -> list[Block]:
+        """Document 003: ∂L/∂w_o as factors, ∂L/∂w_i and ∂L/∂w_h term by term then as Σ_j,
+        and ∂o_t/∂o_k as a product of f'(x_j w_i + o_{j-1} w_h) w_h."""
+        sym, T, j, k, t = self.sym, self.T, self.j, self.k, self.t
+        three = sp.Integer(T)
+        o = lambda time: sym("hidden", 1, time)  # noqa: E731
+        pred = self.d.unrolled.prediction(three)
+        z = sym("logits", None, three)
+        wo, wi, wh = sym("output_weight", 2), sym("input_weight", 1), sym("recurrent_weight", 1)
+        Lsym = sp.Symbol("L")
+        y = self.d.unrolled.at(three).target
+        factors = sp.Mul(Partial(Lsym, pred), Partial(pred, z), Partial(z, wo))
+        written = rf"\frac{{{self.tex(pred - y)}}}{{{self.tex(pred)}\left(1 - {self.tex(pred)}\right)}} \cdot " \
+                  rf"{self.tex(pred)}\left(1 - {self.tex(pred)}\right) \cdot {self.tex(o(three))} = " \
+                  + self.tex(sp.MatMul(o(three), pred - y))
+        lines = [self.line(Partial(Lsym, wo), factors, f"eq:{self.name}:doc003:wo"),
+                 self.line("", written, f"eq:{self.name}:doc003:wo:value")]
+        if self.numbers is not None:
+            n = self.numbers.values
+            value = float(n[o(three)][0, 0] * (n[pred][0, 0] - n[y][0, 0]))
+            lines.append(self.line("", self.P.number(value), f"eq:{self.name}:doc003:wo:number"))
+        blocks: list[Block] = [Paragraph((msg("doc003.wo"),)), Equations(tuple(lines))]
+        for w in (wi, wh):
+            terms = [sp.Mul(Partial(Lsym, pred), Partial(pred, o(three)), Partial(o(three), o(sp.Integer(i))),
+                            Partial(o(sp.Integer(i)), w, True)) for i in range(T, 0, -1)]
+            blocks.append(Equations((
+                self.line(Partial(Lsym, w), " + ".join(self.tex(x) for x in terms), f"eq:{self.name}:doc003:terms:{self.python(w)}"),
+                self.line("", sp.Sum(sp.Mul(Partial(Lsym, pred), Partial(pred, o(three)), Partial(o(three), o(j)),
+                                            Partial(o(j), w, True)), (j, 1, T)),
+                          f"eq:{self.name}:doc003:sum:{self.python(w)}", tag=self.tag(f"doc003:{self.python(w)}")))))
+        rule = self.d.rule.layers[0]
+        pre = self.shift(rule.projection + rule.recurrence, {t: j})
+        product = sp.Product(sp.MatMul(self.slope_of(pre), wh), (j, k + 1, t))
+        blocks += [Paragraph((msg("doc003.chain", ref=self.ref(f"doc003:{self.python(wh)}")),)),
+                   Equations((self.line(Partial(o(t), o(k)), product, f"eq:{self.name}:doc003:product",
+                                        tag=self.tag("doc003:product")),)),
+                   Paragraph((msg("doc003.bound", ref=self.ref("doc003:product"), interval=Math("[0, 1]"),
+                                  wh=Math(rf"\left|{self.tex(wh)}\right| \le 1")),))]
+        return blocks
+
+    def vanishing(self) -> Section:
+        """The Jacobian product, its bound, and the measured norms (from the generated module)."""
+        sym, L, t, k, j = self.sym, self.L, self.t, self.k, self.j
+        h = lambda time: sym("hidden", L, time)  # noqa: E731
+        weight = sym("recurrent_weight", L)
+        body = self.act.slope.xreplace({v: u})
+        a = lambda time: sym("pre_activation", L, time)  # noqa: E731
+        diag = sp.Identity(self.col(h(j)).shape[0]) if body == 1 else DiagMatrix(self.slope_of(a(j)))
+        written = sp.Identity(self.col(h(j)).shape[0]) if body == 1 else \
+            DiagMatrix(ElementwiseApplyFunction(sp.Lambda(u, body), h(j)))
+        name = self.name
+        gamma = self.gamma()
+        jac = sp.MatMul(diag, self.col(weight))
+        blocks: list[Block] = [
+            Paragraph((msg("vanishing.jacobian"),) + ((msg("paths.top_layer"),) if L > 1 else ())),
+            Equations((self.line(Partial(h(j), h(j - 1)), self.tex(jac) + " = " + self.tex(sp.MatMul(written, self.col(weight))),
+                                 f"eq:{name}:jacobian"),
+                       self.line(Partial(h(t), h(k)), sp.Product(jac, (j, k + 1, t)), f"eq:{name}:jacobian-product",
+                                 tag=self.tag("product")),
+                       Line(self.Pn.doprint(Norm(Partial(h(t), h(k)))), r"\le", self.Pn.doprint(sp.Pow(
+                           sp.Mul(sp.Symbol("gamma"), Norm(weight)), sp.Add(t, -k, evaluate=False), evaluate=False)),
+                           f"eq:{name}:bound", self.tag("bound")))),
+            Paragraph((msg("vanishing.bound", ref=self.ref("bound"), gamma=self.math(sp.Eq(sp.Symbol("gamma"), gamma)),
+                           activation=Text(self.m.activation), range=Text(self.act.slope_range)),)),
+        ]
+        if self.numbers is not None and self.numbers.vanishing:
+            from_module = self.numbers.vanishing
+            radii = sorted(from_module)
+            rho = lambda r: Math(rf"\rho\left({self.tex(weight)}\right) = {r:g}")  # noqa: E731
+            rows = tuple((str(n),) + tuple(f"{from_module[r][n]:.4e}" for r in radii)
+                         for n in range(len(from_module[radii[0]])))
+            blocks += [Paragraph((msg("vanishing.experiment", steps=Math(f"T = {len(rows)}"),
+                                      g=self.math(Partial(sp.Symbol("L"), h(sp.Symbol("T")))),
+                                      rho=Math(r"\rho"), state=self.math(sp.Eq(h(sp.Integer(0)), sp.ZeroMatrix(*h(0).shape)))),)),
+                       Plot(Math("t - k"), self.math(Norm(Partial(sp.Symbol("L"), h(k)))), tuple(rho(r) for r in radii), rows,
+                            msg("vanishing.caption", ref=self.ref("bound")))]
+        if self.preset and self.notation == "d2l":
+            blocks.append(Paragraph((msg("vanishing.remedies"),)))
+        return Section(msg("section.vanishing"), tuple(blocks))
+
+    def example(self) -> Section | None:
+        """The worked example: per step every forward value, the loss, every delta and each
+        parameter's contribution; then the totals and the update."""
+        if self.numbers is None:
+            return None
+        n, d, P, sym = self.numbers, self.d, self.P, self.sym
+        values = n.values
+        header = (msg("table.quantity"), msg("table.value"))
+        blocks: list[Block] = [Paragraph((msg("example.intro", eta=self.math(sp.Eq(self.eta, sp.Float(n.eta))),
+                                                seed=Text(str(self.spec.example.seed)),
+                                                scale=Text(f"{self.spec.example.scale:g}")),))]
+        if n.tokens:
+            rows = []
+            for time in d.unrolled.times:
+                rows.append((Text(n.tokens[int(time) - 1]),) + tuple(
+                    Math(P.values(values[x])) for x in (sym("input", None, time), self.h(time - 1), self.h(time),
+                                                        d.unrolled.prediction(time))))
+            head = (msg("table.token"),) + tuple(self.math(x) for x in (sym("input", None, self.t), self.h(self.t - 1),
+                                                                         self.h(self.t), d.unrolled.prediction(self.t)))
+            blocks += [Paragraph((msg("example.tokens"),)), Table(head, tuple(rows))]
+        params = tuple((self.math(p), Math(P.values(values[p]))) for p in sym.params())
+        blocks += [Paragraph((), msg("example.weights")), Table(header, params)]
+        for time in d.unrolled.times:
+            rows = [(self.math(sym("input", None, time)), Math(P.values(values[sym("input", None, time)])))]
+            rows += [(self.math(a.lhs), Math(P.values(values[a.lhs]))) for a in d.unrolled.forward if a.time == time]
+            rows += [(self.math(a.lhs), Math(P.values(values[a.lhs]))) for a in d.unrolled.losses if a.time == time]
+            blocks += [self.step(time), Table(header, tuple(rows))]
+        for time in reversed(d.unrolled.times):
+            rows = [(self.math(a.lhs), Math(P.values(values[a.lhs]))) for a in d.deltas if a.time == time]
+            for p, uses in n.uses.items():
+                for when, value in uses:
+                    if when == time:
+                        rows.append((Math(rf"{self.dname(p)}\Big|_{{{int(time)}}}"), Math(P.values(value))))
+            if rows:
+                blocks += [Paragraph((), msg("example.backward", t=self.math(sp.Eq(self.t, int(time))))),
+                           Table(header, tuple(rows))]
+        total_head = (msg("table.symbol"), msg("table.clipped" if self.spec.bptt.clip else "table.gradient"),
+                      msg("table.updated", eta=self.math(self.eta)))
+        rows = tuple((self.math(p), Math(P.values(n.totals[p])), Math(P.values(n.updated[p]))) for p in n.totals)
+        blocks += [Paragraph((msg("example.totals", loss=Math("L = " + P.number(n.loss))),), msg("example.totals_lead")),
+                   Table(total_head, rows)]
+        return Section(msg("section.example"), tuple(blocks))
+
+    def training(self) -> Section | None:
+        """Documents 002 and 004: the order of one training step; 004: what truncation keeps."""
+        if not (self.preset and self.notation == "d2l"):
+            return None
+        blocks: list[Block] = [Items(tuple(msg(f"training.{x}") for x in ("forward", "loss", "bptt", "update")))]
+        truncate, T = self.spec.bptt.truncate, self.T
+        if truncate:
+            kept = Math(r"\bullet")
+            dropped = Math(r"\times")
+            rows = tuple((Math(f"s = {s}"),) + tuple(
+                (kept if s - k < truncate else dropped) if k <= s else Text("") for k in range(1, T + 1))
+                for s in range(1, T + 1))
+            full = T * (T + 1) // 2
+            count = sum(1 for s in range(1, T + 1) for k in range(1, s + 1) if s - k < truncate)
+            blocks += [Paragraph((msg("truncation.pairs", kept=kept, dropped=dropped,
+                                      pair=Math("(s, k)")),), msg("truncation.lead")),
+                       Table((msg("table.loss_step"),) + tuple(Math(f"k = {k}") for k in range(1, T + 1)), rows),
+                       Paragraph((msg("truncation.saves", kept=Text(str(count)), full=Text(str(full)),
+                                      cost=Math(rf"T \tau = {T * truncate}" if truncate < T else f"T = {T}"),
+                                      states=Text(str(truncate))),))]
+        return Section(msg("section.training"), tuple(blocks))
 
     def proof(self) -> Section:
         name, command = self.name, self.command
         check = f"derive check --preset {name}" if command.startswith("derive build --all") or "--preset" in command \
             else f"derive check {name}.toml"
-        return Section(msg("section.proof"), (Paragraph((msg("proof.shown"), msg("proof.repeat", command=Code(check)))),))
+        return Section(msg("section.proof"), (Paragraph((msg("proof.shown", ref=self.ref("pathsum")),
+                                                         msg("proof.repeat", command=Code(check)))),))
 
-    def notes(self) -> tuple[Section, ...]:
-        """What the source document wrote loosely, if anything."""
-        slips = SLIPS.get(self.spec.notation.preset, ())
-        return (Section(msg("section.notes"), (Items(tuple(msg(key) for key in slips)),)),) if slips else ()
+    def notes(self) -> Section | None:
+        """What the source document wrote loosely, and the corrected form in math."""
+        slips = SLIPS.get(self.notation, ())
+        if not slips:
+            return None
+        sym, eta, t = self.sym, self.tex(self.eta), self.t
+        blocks: list[Block] = []
+        if self.notation == "doc000":
+            W2 = sym("input_weight", self.L)
+            dW = " + ".join(f"dW^{{{i}}}_{{{self.L}}}" for i in range(1, self.T + 1))
+            blocks += [Paragraph((msg("slip.doc000_update"),)),
+                       Equations((Line(self.tex(W2), "=", rf"-{eta} \left({dW}\right)", f"eq:{self.name}:slip:wrong"),
+                                  Line(self.tex(W2), r"\leftarrow", rf"{self.tex(W2)} - {eta} \left({dW}\right)",
+                                       f"eq:{self.name}:slip:right"))),
+                       Paragraph((msg("slip.doc000_residual", e=Math("e^{t}"),
+                                      residual=self.math(self.d.rule.top_upstream)),)),
+                       Paragraph((msg("slip.doc000_transposes", wrong=Math(rf"V_{{{self.L}}} \times \delta^{{t+1}}_{{{self.L}}}"),
+                                      right=self.math(sp.MatMul(sym("delta", self.L, t + 1), sym("recurrent_weight", self.L).T)),
+                                      ref=self.ref(f"delta{self.L}")),))]
+        elif self.notation == "doc003":
+            o = lambda time: sym("hidden", 1, time)  # noqa: E731
+            pred = self.d.unrolled.prediction(sp.Integer(self.T))
+            three = sp.Integer(self.T)
+            blocks += [Paragraph((msg("slip.doc003_chain", wrong=self.math(Partial(pred, o(self.j))),
+                                      right=self.math(sp.Mul(Partial(pred, o(three)), Partial(o(three), o(self.j)))),
+                                      ref=self.ref("pathsum")),))]
+        elif self.notation == "d2l":
+            blocks += [Paragraph((msg("slip.d2l_slope", ref=self.ref(f"delta{self.L}")),))]
+        return Section(msg("section.notes"), tuple(blocks))

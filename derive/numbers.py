@@ -25,6 +25,7 @@ import numpy as np
 import sympy as sp
 
 from derive.evaluate import NumPyBackend, evaluate
+from derive.rules import ACTIVATIONS, v
 
 if TYPE_CHECKING:
     from derive.bptt import Derivation
@@ -150,7 +151,9 @@ def vanishing(d: Derivation, module: types.ModuleType, params: dict[str, np.ndar
     if truncate and m.layers > 1:
         return {}
     rng = np.random.default_rng(spec.example.seed)
-    xs = INPUT_SCALE * rng.standard_normal((LONG, 1, m.input_size))
+    # a slope of 0 at the zero state (relu) would stop every gradient: small inputs instead
+    scale = INPUT_SCALE if ACTIVATIONS[m.activation].slope.xreplace({v: 0}) != 0 else 0.1
+    xs = scale * rng.standard_normal((LONG, 1, m.input_size))
     recurrent = [sym.names.python("recurrent_weight", l) for l in range(1, m.layers + 1)]
     H = m.hidden_sizes[-1]
     g = np.full((1, H), 1 / np.sqrt(H))
@@ -188,3 +191,14 @@ def vanishing(d: Derivation, module: types.ModuleType, params: dict[str, np.ndar
         out[radius] = norms
     return out
 
+
+
+def compute(d: Derivation, command: str) -> Numbers:
+    """The numbers stage of `derive.build.render`: the worked example, then the measured
+    gradient norms from the generated module (loop style) rendered in memory."""
+    from derive.formats import FORMATS, Job
+    numbers = worked_example(d)
+    name = d.spec.name
+    source = FORMATS["py"].render(Job(d, None, command, "loop"))[f"{name}.py"].decode("utf-8")
+    numbers.vanishing = vanishing(d, module_namespace(source, name), numbers.params)
+    return numbers

@@ -54,7 +54,10 @@ class HandoutLatexPrinter(LatexPrinter):
         return None if time is None else self._print(time)
 
     def _print_MatrixSymbol(self, expr: sp.MatrixSymbol, index: str | None = None) -> str:
-        """The symbol in the notation; `index` (an entry of a vector) joins the time index."""
+        """The symbol in the notation; `index` (an entry of a vector) joins the time index.
+        A symbol of no role (a document's own name, such as e^t) prints by its name."""
+        if expr not in self.sym.info:
+            return self._print(sp.Symbol(expr.name))
         q = self.sym.info[expr]
         time = self.time(q.time)
         if index is not None:
@@ -100,11 +103,32 @@ class HandoutLatexPrinter(LatexPrinter):
 
     def _print_Norm(self, expr: sp.Expr) -> str:
         inner = self._print(expr.args[0])
-        return rf"\left({inner}\right)" if self.scalar else rf"\left\|{inner}\right\|"
+        return rf"\left|{inner}\right|" if self.scalar else rf"\left\|{inner}\right\|"
+
+    def _print_Slope(self, expr: sp.Expr) -> str:
+        return rf"f'\left({self._print(expr.args[0])}\right)"
+
+    def number(self, x: float) -> str:
+        """A number of the worked example, to 4 decimals."""
+        text = f"{float(x):.4f}"
+        return "0.0000" if text == "-0.0000" else text
+
+    def values(self, value, column: bool = False) -> str:
+        """An array of numbers: a scalar, a vector (a column vector as a transposed row) or a matrix."""
+        import numpy as np
+        a = np.atleast_2d(np.asarray(value, dtype=float))
+        if a.size == 1:
+            return self.number(a[0, 0])
+        if a.shape[1] == 1:
+            body = " & ".join(self.number(x) for x in a[:, 0])
+            return rf"\begin{{pmatrix}} {body} \end{{pmatrix}}^{{\top}}"
+        rows = r" \\ ".join(" & ".join(self.number(x) for x in row) for row in a)
+        return rf"\begin{{pmatrix}} {rows} \end{{pmatrix}}"
 
     def _print_Transpose(self, expr: sp.Transpose) -> str:
         if self.scalar:   # a 1 x 1 matrix is its own transpose
-            return self._print(expr.arg)
+            text = self._print(expr.arg)
+            return rf"\left({text}\right)" if isinstance(expr.arg, (sp.MatAdd, sp.HadamardProduct)) else text
         inner = self._print(expr.arg)
         if not isinstance(expr.arg, sp.MatrixSymbol):
             inner = rf"\left({inner}\right)"
@@ -141,6 +165,8 @@ class HandoutLatexPrinter(LatexPrinter):
         arg = self._print(expr.expr)
         (var,) = expr.function.variables
         body = expr.function.expr
+        if isinstance(body, Slope) and body.args == (var,):
+            return rf"f'\left({arg}\right)"
         if body.args == (var,) and (isinstance(body, TableFunction) or body.func in self._NAMES):
             return rf"{self.function_name(body.xreplace({var: u}))}\left({arg}\right)"
         bracketed = arg if isinstance(expr.expr, sp.MatrixSymbol) else rf"\left({arg}\right)"
@@ -459,6 +485,10 @@ class Norm(sp.Expr):
 
     def __new__(cls, arg: sp.Basic):
         return sp.Expr.__new__(cls, arg)
+
+
+class Slope(sp.Function):
+    """f'(z): the activation's slope at a pre-activation, before it is written out."""
 
 
 class Partial(sp.Expr):
