@@ -112,9 +112,12 @@ class Equations(Block):
 
 @dataclass(frozen=True)
 class Table(Block):
+    """A table; a `wide` one (prose in its last column) spans the line and wraps that column."""
+
     kind: ClassVar[str] = "table"
     header: tuple[Inline, ...]
     rows: tuple[tuple[Inline, ...], ...]
+    wide: bool = False
 
 
 @dataclass(frozen=True)
@@ -412,21 +415,25 @@ class _Handout:
             ([("logits", None), ("output", None)] if self.m.output_size else [])
         for role_name, layer in quantities:
             s = sym(role_name, layer, t)
-            role = msg(f"role.{role_name}")
+            role = msg(f"role.{role_name}", t=self.math(t)) if role_name == "input" else msg(f"role.{role_name}")
             if L > 1 and layer is not None:
                 role = msg("role_of_layer", role=role, layer=Text(str(layer)))
             rows.append((self.math(s), role, self.shape(s, sizes), Code("-")))
         if self.spec.loss.kind != "none":
             y = self.d.unrolled.at(t).target
-            rows.append((self.math(y), msg(f"role.target_{self.spec.loss.kind}"), self.shape(y, sizes), Code("targets")))
+            extra = {"labels": Math("0, 1")} if self.spec.loss.kind == "bce" else {}
+            rows.append((self.math(y), msg(f"role.target_{self.spec.loss.kind}", t=self.math(t), **extra),
+                         self.shape(y, sizes), Code("targets")))
         else:
             g = self.d.unrolled.at(t).target
-            rows.append((self.math(g), msg("role.upstream"), self.shape(g, sizes), Code("targets")))
+            rows.append((self.math(g), msg("role.upstream", t=self.math(t)), self.shape(g, sizes), Code("targets")))
         one = Math(r"1 \times 1")
-        rows += [(self.math(sym("loss", None, t)), msg("role.loss_t"), one, Code("-")),
+        rows += [(self.math(sym("loss", None, t)), msg("role.loss_t", t=self.math(t)), one, Code("-")),
                  (Math("L"), msg("role.loss"), one, Code("loss")),
                  (self.math(self.eta), msg("role.eta"), one, Code("-"))]
         table = Table(tuple(msg(f"table.{c}") for c in ("symbol", "role", "shape", "code")), tuple(rows))
+        table = Table((table.header[0], table.header[2], table.header[3], table.header[1]),
+                      tuple((r[0], r[2], r[3], r[1]) for r in rows), wide=True)
         act = self.act
         name = P.function_name(act.value)
         vsym = sp.Symbol("v")
@@ -452,30 +459,30 @@ class _Handout:
             rows += [(Math("y^{t}"), self.math(self.h(t)), msg("bridge.output")),
                      (Math(r"\widehat{y^{t}}"), self.math(y), msg("bridge.target")),
                      (Math("y^{t}_{1}"), self.math(self.h(t, 1)), msg("bridge.layer_output")),
-                     (Math("e^{t}"), self.math(self.d.rule.top_upstream), msg("bridge.error")),
+                     (Math("e^{t}"), self.math(self.d.rule.top_upstream), msg("bridge.error", t=self.math(t))),
                      (Math("dW^{t}_{l}"), Math(rf"{self.dname(sym('input_weight', 1)).replace('W_{1}', 'W_{l}')}\Big|_{{t}}"),
-                      msg("bridge.contribution"))]
+                      msg("bridge.contribution", t=self.math(t)))]
         elif self.notation == "d2l":
             rows += [(Math("y_{t}"), self.math(at.prediction), msg("bridge.output")),
                      (Math("-"), self.math(y), msg("bridge.target_implicit")),
                      (Math(r"\delta^{y}_{t} = \frac{\partial L}{\partial y_{t}}"),
-                      self.math(sym("output_delta", None, t)), msg("bridge.output_delta",
+                      self.math(sym("output_delta", None, t)), msg("bridge.output_delta", y=Math("y_{t}"),
                                                                  logits=self.math(sym("logits", None, t))))]
         elif self.notation == "doc003":
             rows += [(Math(r"\hat{y}"), self.math(self.d.unrolled.prediction(sp.Integer(self.T))), msg("bridge.output")),
                      (Math("y"), self.math(self.d.unrolled.at(sp.Integer(self.T)).target), msg("bridge.target")),
-                     (Math("x_{1t}"), self.math(sym("input", None, t)), msg("bridge.input")),
+                     (Math("x_{1t}"), self.math(sym("input", None, t)), msg("bridge.input", t=self.math(t))),
                      (Math(r"\hat{y} = \sigma(o_{3} w_{o})"), Math(
                          self.tex(sym("logits", None, sp.Integer(self.T))) + " = " + self.tex(
                              self.d.unrolled.forward[-2].rhs) + r",\quad " + self.tex(
                              self.d.unrolled.prediction(sp.Integer(self.T))) + " = " + self.tex(
-                             self.d.unrolled.forward[-1].rhs)), msg("bridge.logits"))]
+                             self.d.unrolled.forward[-1].rhs)), msg("bridge.logits", product=Math("o_{3} w_{o}")))]
         elif self.notation == "doc001":
             rows += [(Math(r"\hat{y}_{t}"), self.math(at.prediction), msg("bridge.output")),
                      (Math("y_{t}"), self.math(y), msg("bridge.target"))]
         rows.append((Math("E"), Math("L"), msg("bridge.total")))
         header = (msg("table.source_writes"), msg("table.handout_writes"), msg("table.meaning"))
-        return Section(msg("section.bridge"), (Paragraph((msg("bridge.intro"),)), Table(header, tuple(rows))))
+        return Section(msg("section.bridge"), (Paragraph((msg("bridge.intro"),)), Table(header, tuple(rows), wide=True)))
 
     def diagram(self) -> Diagram:
         """The network unrolled over T steps: forward arrows, and the deltas flowing back."""
@@ -533,16 +540,25 @@ class _Handout:
                 stack = sp.BlockMatrix([[sym("input_weight", l)], [sym("recurrent_weight", l)]])
                 rule = d.rule.layers[l - 1]
                 blocks.append(Equations((self.line(sym("pre_activation", l, t), rf"{P.doprint(cat)} {P.doprint(stack)} + {P.doprint(sym('bias', l))} = "
-                                                   + P.doprint(sp.MatAdd(rule.projection, rule.recurrence)),
+                                                   + P.doprint(sp.MatAdd(rule.projection, rule.recurrence).doit()),
                                                    f"eq:{self.name}:concat:{l}", tag=self.tag(f"concat{l}")),)))
             blocks.insert(1, Paragraph((msg("doc000.concat"),)))
-            blocks.append(Paragraph((msg("doc000.split", refs=Text(", ".join(f"({self.tags[f'concat{l}']})"
-                                                                         for l in range(1, self.L + 1)))),)))
+            refs = " and ".join(f"({self.tags[f'concat{l}']})" for l in range(1, self.L + 1))
+            blocks.append(Paragraph((msg("doc000.split", refs=Text(refs), n=Math(r"n_{x} = " + str(self.m.input_size))),)))
+            split = []
+            for l in range(1, self.L + 1):
+                delta = sym("delta", l, t)
+                below = "x^{t}" if l == 1 else self.tex(self.h(t, l - 1))
+                stack = sp.BlockMatrix([[sym("input_weight", l)], [sym("recurrent_weight", l)]])
+                parts = sp.BlockMatrix([[sp.MatMul(delta, sym("input_weight", l).T), sp.MatMul(delta, sym("recurrent_weight", l).T)]])
+                split.append(Line(rf"\delta_{{[{below},\, {self.tex(self.h(t - 1, l))}]}}", "=",
+                                  f"{self.tex(delta)} {self.tex(stack)}^{{\top}} = {self.tex(parts)}", f"eq:{self.name}:split:{l}"))
+            blocks.append(Equations(tuple(split)))
         if self.preset and self.notation == "d2l":
             relu = ACTIVATIONS["relu"]
             a = sym("pre_activation", 1, t)
             blocks.append(Paragraph((msg("d2l.shared", weights=Math(", ".join(self.tex(p) for p in sym.params()))),
-                                     msg("d2l.relu", activation=Text(self.m.activation),
+                                     msg("d2l.relu", f=Math(r"f = " + P.function_name(self.act.value)),
                                          relu=self.math(sp.Eq(sp.Symbol("f(a)"), relu.value.xreplace({u: sp.Symbol("a")}))),
                                          slope=self.math(relu.slope.xreplace({v: sp.Symbol("a")}))))))
         for time in d.unrolled.times:
@@ -621,7 +637,7 @@ class _Handout:
                 lhs = a.lhs if sym.info[a.lhs].age is None else sym("delta", layer.layer, t)
                 general.append(self.line(lhs, self.tex(short) + " = " + self.tex(rhs),
                                          f"eq:{self.name}:rule:{layer.layer}", tag=self.tag(f"delta{layer.layer}")))
-        blocks += [Paragraph((msg("delta.general"),)), Equations(tuple(general))]
+        blocks += [Paragraph((msg("delta.general", t=self.math(t), fprime=Math("f'")),)), Equations(tuple(general))]
         if self.notation == "d2l":
             blocks.append(Paragraph((msg("delta.placement", ref=self.ref(f"delta{self.L}")),)))
         truncate = self.spec.bptt.truncate
@@ -667,9 +683,22 @@ class _Handout:
                 self.line(symbol, f"{symbol} - {eta} {dname}", f"eq:{name}:update:{self.python(p)}",
                           op=r"\leftarrow"))))
         h0 = self.tex(self.h(sp.Integer(0), 1))
-        zero = msg("doc000.no_dv", dV=Math(r"dV^{1}_{l}"), h0=Math(rf"{self.tex(self.h(sp.Integer(0)))} = 0")) if doc000 \
+        zero = msg("doc000.no_dv", dV=Math(r"dV^{1}_{l}"), t=self.math(sp.Eq(t, 1)), t2=self.math(sp.Eq(t, 2)),
+                   h0=Math(" = ".join(self.tex(self.h(sp.Integer(0), l)) for l in range(1, self.L + 1)) + " = 0")) if doc000 \
             else msg("grads.zero_state", h0_zero=Math(f"{h0} = 0"), h0=Math(h0), t=self.math(sp.Eq(self.t, 2)))
         blocks.append(Paragraph((zero,)))
+        if doc000:
+            lines = []
+            for p, uses in d.uses.items():
+                q = sym.info[p]
+                if q.layer > self.L:
+                    continue
+                head = {"input_weight": "dW", "recurrent_weight": "dV", "bias": "db"}[q.role]
+                terms = " + ".join(f"{head}^{{{int(time)}}}_{{{q.layer}}}" for time, _ in sorted(uses, key=lambda x: int(x[0]))
+                                   if not (q.role == "recurrent_weight" and int(time) == 1))
+                lines.append(Line(self.tex(p), r"\leftarrow", rf"{self.tex(p)} - {eta} \left({terms}\right)",
+                                  f"eq:{name}:doc000:update:{self.python(p)}"))
+            blocks += [Paragraph((msg("doc000_updates.lead"),)), Equations(tuple(lines))]
         if self.spec.bptt.clip:
             clip = sp.Float(self.spec.bptt.clip)
             g = sp.Symbol("g")
@@ -731,13 +760,14 @@ class _Handout:
                                     f"eq:{self.name}:doc001:incomplete", tag=self.tag("incomplete")),)),
                Remark(msg("doc001.box_lead"), (msg("doc001.box", ref=self.ref("incomplete"), s3=Math(s3),
                                                    s2=self.math(s(three - 1)), W=self.math(W)),)),
-               Paragraph((msg("doc001.full", W=self.math(W)),)),
+               Paragraph((msg("doc001.full", W=self.math(W), k=self.math(k)),)),
                Equations((self.line(Partial(E(three), W), sp.Sum(sp.Mul(Partial(E(three), pred), Partial(pred, s(three)),
                                                                         Partial(s(three), s(k)), Partial(s(k), W, True)),
                                                                  (k, 0, T)),
                                     f"eq:{self.name}:doc001:full", tag=self.tag("full")),
                           self.line(Partial(s(sp.Integer(0)), W, True), sp.ZeroMatrix(*W.shape), f"eq:{self.name}:doc001:zero"))),
-               Paragraph((msg("doc001.zero_term", ref=self.ref("full"), s0=self.math(s(sp.Integer(0)))),))]
+               Paragraph((msg("doc001.zero_term", ref=self.ref("full"), s0=self.math(s(sp.Integer(0))),
+                              k0=self.math(sp.Eq(k, 0)), W=self.math(W)),))]
         return out
 
     def doc003(self) -> list[Block]:
@@ -773,10 +803,12 @@ class _Handout:
         rule = self.d.rule.layers[0]
         pre = self.shift(rule.projection + rule.recurrence, {t: j})
         product = sp.Product(sp.MatMul(self.slope_of(pre), wh), (j, k + 1, t))
-        blocks += [Paragraph((msg("doc003.chain", ref=self.ref(f"doc003:{self.python(wh)}")),)),
+        blocks += [Paragraph((msg("doc003.chain", j=Math(", ".join(f"j = {i}" if i == T else str(i) for i in range(T, 0, -1))),
+                                  refs=Text(f"{self.ref(f'doc003:{self.python(wi)}').text} and {self.ref(f'doc003:{self.python(wh)}').text}")),)),
                    Equations((self.line(Partial(o(t), o(k)), product, f"eq:{self.name}:doc003:product",
                                         tag=self.tag("doc003:product")),)),
                    Paragraph((msg("doc003.bound", ref=self.ref("doc003:product"), interval=Math("[0, 1]"),
+                                  factor=Math("[-1, 1]"), gap=Math("t - k"),
                                   wh=Math(rf"\left|{self.tex(wh)}\right| \le 1")),))]
         return blocks
 
@@ -794,7 +826,7 @@ class _Handout:
         gamma = self.gamma()
         jac = sp.MatMul(diag, self.col(weight))
         blocks: list[Block] = [
-            Paragraph((msg("vanishing.jacobian"),) + ((msg("paths.top_layer"),) if L > 1 else ())),
+            Paragraph((msg("vanishing.jacobian", gap=Math("t - k")),) + ((msg("paths.top_layer"),) if L > 1 else ())),
             Equations((self.line(Partial(h(j), h(j - 1)), self.tex(jac) + " = " + self.tex(sp.MatMul(written, self.col(weight))),
                                  f"eq:{name}:jacobian"),
                        self.line(Partial(h(t), h(k)), sp.Product(jac, (j, k + 1, t)), f"eq:{name}:jacobian-product",
@@ -803,7 +835,7 @@ class _Handout:
                            sp.Mul(sp.Symbol("gamma"), Norm(weight)), sp.Add(t, -k, evaluate=False), evaluate=False)),
                            f"eq:{name}:bound", self.tag("bound")))),
             Paragraph((msg("vanishing.bound", ref=self.ref("bound"), gamma=self.math(sp.Eq(sp.Symbol("gamma"), gamma)),
-                           activation=Text(self.m.activation), range=Text(self.act.slope_range)),)),
+                           activation=Text(self.m.activation), range=Math(self.act.slope_range)),)),
         ]
         if self.numbers is not None and self.numbers.vanishing:
             from_module = self.numbers.vanishing
@@ -811,11 +843,14 @@ class _Handout:
             rho = lambda r: Math(rf"\rho\left({self.tex(weight)}\right) = {r:g}")  # noqa: E731
             rows = tuple((str(n),) + tuple(f"{from_module[r][n]:.4e}" for r in radii)
                          for n in range(len(from_module[radii[0]])))
-            blocks += [Paragraph((msg("vanishing.experiment", steps=Math(f"T = {len(rows)}"),
-                                      g=self.math(Partial(sp.Symbol("L"), h(sp.Symbol("T")))),
-                                      rho=Math(r"\rho"), state=self.math(sp.Eq(h(sp.Integer(0)), sp.ZeroMatrix(*h(0).shape)))),)),
+            big_t = sp.Symbol("T")
+            g = sp.MatrixSymbol("g", *self.col(h(big_t)).shape)
+            blocks += [Paragraph((msg("vanishing.experiment", steps=Math(f"T = {len(rows)}"), g=self.math(g),
+                                      loss=Math("L = " + self.tex(sp.MatMul(g.T, self.col(h(big_t))))),
+                                      radii=Math(r"\rho = " + ", ".join(f"{r:g}" for r in radii)),
+                                      state=Math(f"{self.tex(h(sp.Integer(0)))} = 0")),)),
                        Plot(Math("t - k"), self.math(Norm(Partial(sp.Symbol("L"), h(k)))), tuple(rho(r) for r in radii), rows,
-                            msg("vanishing.caption", ref=self.ref("bound")))]
+                            msg("vanishing.caption", ref=self.ref("bound"), gap=Math("t - k")))]
         if self.preset and self.notation == "d2l":
             blocks.append(Paragraph((msg("vanishing.remedies"),)))
         return Section(msg("section.vanishing"), tuple(blocks))
@@ -835,7 +870,7 @@ class _Handout:
             rows = []
             for time in d.unrolled.times:
                 rows.append((Text(n.tokens[int(time) - 1]),) + tuple(
-                    Math(P.values(values[x])) for x in (sym("input", None, time), self.h(time - 1), self.h(time),
+                    Math(P.values(values[x], vertical=True)) for x in (sym("input", None, time), self.h(time - 1), self.h(time),
                                                         d.unrolled.prediction(time))))
             head = (msg("table.token"),) + tuple(self.math(x) for x in (sym("input", None, self.t), self.h(self.t - 1),
                                                                          self.h(self.t), d.unrolled.prediction(self.t)))
@@ -867,7 +902,8 @@ class _Handout:
         """Documents 002 and 004: the order of one training step; 004: what truncation keeps."""
         if not (self.preset and self.notation == "d2l"):
             return None
-        blocks: list[Block] = [Items(tuple(msg(f"training.{x}") for x in ("forward", "loss", "bptt", "update")))]
+        blocks: list[Block] = [Items((msg("training.forward", steps=Math(r"t = 1, \dots, T")), msg("training.loss"),
+                                      msg("training.bptt", steps=Math(r"t = T, \dots, 1")), msg("training.update")))]
         truncate, T = self.spec.bptt.truncate, self.T
         if truncate:
             kept = Math(r"\bullet")
@@ -877,11 +913,12 @@ class _Handout:
                 for s in range(1, T + 1))
             full = T * (T + 1) // 2
             count = sum(1 for s in range(1, T + 1) for k in range(1, s + 1) if s - k < truncate)
-            blocks += [Paragraph((msg("truncation.pairs", kept=kept, dropped=dropped,
-                                      pair=Math("(s, k)")),), msg("truncation.lead")),
+            blocks += [Paragraph((msg("truncation.pairs", kept=kept, dropped=dropped, pair=Math("(s, k)"),
+                                      s=Math("s"), k=Math("k"), later=Math("k > s")),), msg("truncation.lead")),
                        Table((msg("table.loss_step"),) + tuple(Math(f"k = {k}") for k in range(1, T + 1)), rows),
                        Paragraph((msg("truncation.saves", kept=Text(str(count)), full=Text(str(full)),
                                       cost=Math(rf"T \tau = {T * truncate}" if truncate < T else f"T = {T}"),
+                                      square=Math("T^{2}"),
                                       states=Text(str(truncate))),))]
         return Section(msg("section.training"), tuple(blocks))
 
@@ -915,7 +952,7 @@ class _Handout:
             o = lambda time: sym("hidden", 1, time)  # noqa: E731
             pred = self.d.unrolled.prediction(sp.Integer(self.T))
             three = sp.Integer(self.T)
-            blocks += [Paragraph((msg("slip.doc003_chain", wrong=self.math(Partial(pred, o(self.j))),
+            blocks += [Paragraph((msg("slip.doc003_chain", wrong=self.math(Partial(pred, o(self.j))), oj=self.math(o(self.j)),
                                       right=self.math(sp.Mul(Partial(pred, o(three)), Partial(o(three), o(self.j)))),
                                       ref=self.ref("pathsum")),))]
         elif self.notation == "d2l":

@@ -22,7 +22,10 @@ _TERM_ORDER = ("hidden_grad", "projection", "input_weight", "output_weight", "ou
 
 def _term_key(sym: Symbols, term: sp.Expr) -> tuple[int, int, str]:
     """Rank by role, then by time step (so step 10 follows step 9), then by text."""
-    infos = [sym.info[s] for s in term.atoms(sp.MatrixSymbol) if s in sym.info]
+    symbols = term.atoms(sp.MatrixSymbol)
+    if any(s not in sym.info for s in symbols):   # a document's own name (e^t): the error comes first
+        return (-1, 0, str(term))
+    infos = [sym.info[s] for s in symbols]
     ranks = [_TERM_ORDER.index(q.role) for q in infos if q.role in _TERM_ORDER]
     times = [int(q.time) for q in infos if q.time is not None and q.time.is_Integer]
     return (min(ranks) if ranks else len(_TERM_ORDER), max(times, default=0), str(term))
@@ -105,6 +108,13 @@ class HandoutLatexPrinter(LatexPrinter):
         inner = self._print(expr.args[0])
         return rf"\left|{inner}\right|" if self.scalar else rf"\left\|{inner}\right\|"
 
+    def _print_Mul(self, expr: sp.Mul) -> str:
+        """A rational coefficient of a norm stays in front, as ½‖e‖² is written."""
+        coeff, rest = expr.as_coeff_Mul()
+        if coeff.is_Rational and coeff != 1 and rest.has(Norm):
+            return rf"{self._print(coeff)} {self._print(rest)}"
+        return super()._print_Mul(expr)
+
     def _print_Slope(self, expr: sp.Expr) -> str:
         return rf"f'\left({self._print(expr.args[0])}\right)"
 
@@ -113,13 +123,14 @@ class HandoutLatexPrinter(LatexPrinter):
         text = f"{float(x):.4f}"
         return "0.0000" if text == "-0.0000" else text
 
-    def values(self, value, column: bool = False) -> str:
-        """An array of numbers: a scalar, a vector (a column vector as a transposed row) or a matrix."""
+    def values(self, value, vertical: bool = False) -> str:
+        """An array of numbers: a scalar, a vector (a column vector as a transposed row unless
+        `vertical`) or a matrix."""
         import numpy as np
         a = np.atleast_2d(np.asarray(value, dtype=float))
         if a.size == 1:
             return self.number(a[0, 0])
-        if a.shape[1] == 1:
+        if a.shape[1] == 1 and not vertical:
             body = " & ".join(self.number(x) for x in a[:, 0])
             return rf"\begin{{pmatrix}} {body} \end{{pmatrix}}^{{\top}}"
         rows = r" \\ ".join(" & ".join(self.number(x) for x in row) for row in a)
