@@ -552,7 +552,7 @@ class _Handout:
                 stack = sp.BlockMatrix([[sym("input_weight", l)], [sym("recurrent_weight", l)]])
                 parts = sp.BlockMatrix([[sp.MatMul(delta, sym("input_weight", l).T), sp.MatMul(delta, sym("recurrent_weight", l).T)]])
                 split.append(Line(rf"\delta_{{[{below},\, {self.tex(self.h(t - 1, l))}]}}", "=",
-                                  f"{self.tex(delta)} {self.tex(stack)}^{{\top}} = {self.tex(parts)}", f"eq:{self.name}:split:{l}"))
+                                  rf"{self.tex(delta)} {self.tex(stack)}^{{\top}} = {self.tex(parts)}", f"eq:{self.name}:split:{l}"))
             blocks.append(Equations(tuple(split)))
         if self.preset and self.notation == "d2l":
             relu = ACTIVATIONS["relu"]
@@ -673,11 +673,18 @@ class _Handout:
             blocks.append(Paragraph((msg("doc000.contributions", dW=Math(r"dW^{t}_{l}"), dV=Math(r"dV^{t}_{l}"),
                                          db=Math(r"db^{t}_{l}")),)))
         eta = self.tex(self.eta)
+        heads = {"input_weight": "dW", "recurrent_weight": "dV", "bias": "db"}
         for p, uses in d.uses.items():
             symbol = self.tex(p)
             dname = self.dname(p)
-            steps = tuple(self.line(rf"{dname}\Big|_{{{int(time)}}}", e, f"eq:{name}:use:{self.python(p)}:{int(time)}")
-                          for time, e in uses)
+            q = sym.info[p]
+            if doc000 and q.role in heads:      # document 000's names, and no dV at t = 1
+                steps = tuple(self.line(rf"{heads[q.role]}^{{{int(time)}}}_{{{q.layer}}}", e,
+                                        f"eq:{name}:use:{self.python(p)}:{int(time)}")
+                              for time, e in uses if not (q.role == "recurrent_weight" and int(time) == 1))
+            else:
+                steps = tuple(self.line(rf"{dname}\Big|_{{{int(time)}}}", e, f"eq:{name}:use:{self.python(p)}:{int(time)}")
+                              for time, e in uses)
             blocks.append(Equations(steps + (
                 self.line(dname, d.totals[p], self.labels["total", p]),
                 self.line(symbol, f"{symbol} - {eta} {dname}", f"eq:{name}:update:{self.python(p)}",
@@ -875,12 +882,15 @@ class _Handout:
             head = (msg("table.token"),) + tuple(self.math(x) for x in (sym("input", None, self.t), self.h(self.t - 1),
                                                                          self.h(self.t), d.unrolled.prediction(self.t)))
             blocks += [Paragraph((msg("example.tokens"),)), Table(head, tuple(rows))]
-        params = tuple((self.math(p), Math(P.values(values[p]))) for p in sym.params())
+        params = tuple((self.math(p), Math(P.values(values[p], vertical=True))) for p in sym.params())
         blocks += [Paragraph((), msg("example.weights")), Table(header, params)]
         for time in d.unrolled.times:
             rows = [(self.math(sym("input", None, time)), Math(P.values(values[sym("input", None, time)])))]
             rows += [(self.math(a.lhs), Math(P.values(values[a.lhs]))) for a in d.unrolled.forward if a.time == time]
-            rows += [(self.math(a.lhs), Math(P.values(values[a.lhs]))) for a in d.unrolled.losses if a.time == time]
+            for a in d.unrolled.losses:
+                if a.time == time:
+                    y = d.unrolled.at(time).target
+                    rows += [(self.math(y), Math(P.values(values[y]))), (self.math(a.lhs), Math(P.values(values[a.lhs])))]
             blocks += [self.step(time), Table(header, tuple(rows))]
         for time in reversed(d.unrolled.times):
             rows = [(self.math(a.lhs), Math(P.values(values[a.lhs]))) for a in d.deltas if a.time == time]
@@ -893,7 +903,8 @@ class _Handout:
                            Table(header, tuple(rows))]
         total_head = (msg("table.symbol"), msg("table.clipped" if self.spec.bptt.clip else "table.gradient"),
                       msg("table.updated", eta=self.math(self.eta)))
-        rows = tuple((self.math(p), Math(P.values(n.totals[p])), Math(P.values(n.updated[p]))) for p in n.totals)
+        rows = tuple((self.math(p), Math(P.values(n.totals[p], vertical=True)), Math(P.values(n.updated[p], vertical=True)))
+                     for p in n.totals)
         blocks += [Paragraph((msg("example.totals", loss=Math("L = " + P.number(n.loss))),), msg("example.totals_lead")),
                    Table(total_head, rows)]
         return Section(msg("section.example"), tuple(blocks))

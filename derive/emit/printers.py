@@ -115,6 +115,16 @@ class HandoutLatexPrinter(LatexPrinter):
             return rf"{self._print(coeff)} {self._print(rest)}"
         return super()._print_Mul(expr)
 
+    def _print_Sum(self, expr: sp.Sum) -> str:
+        """A double sum as two sums, the outer one first: Σ_t Σ_k (SymPy merges them into one)."""
+        if len(expr.limits) == 1:
+            return super()._print_Sum(expr)
+        inner = expr.function
+        for limit in expr.limits[:-1]:
+            inner = sp.Sum(inner, limit)
+        var, low, high = expr.limits[-1]
+        return rf"\sum_{{{self._print(var)}={self._print(low)}}}^{{{self._print(high)}}} {self._print(inner)}"
+
     def _print_Slope(self, expr: sp.Expr) -> str:
         return rf"f'\left({self._print(expr.args[0])}\right)"
 
