@@ -165,7 +165,7 @@ class Edge:
     target: str
     label: Inline
     style: str
-    direction: Inline
+    arrow: Math          # how a text format draws it
     source_label: Math
     target_label: Math
 
@@ -178,7 +178,6 @@ class Diagram(Block):
     nodes: tuple[Node, ...]
     edges: tuple[Edge, ...]
     caption: Inline
-    header: tuple[Inline, ...]          # the Markdown table's columns: from, to, label, direction
 
 
 @dataclass(frozen=True)
@@ -496,8 +495,8 @@ class _Handout:
             nodes.append(Node(name, f"{x:.1f}", f"{y:.1f}", label[name]))
 
         def edge(a: str, b: str, expr: sp.Basic | str, style: str) -> None:
-            edges.append(Edge(a, b, self.math(expr) if expr != "" else Text(""), style, msg(f"figure.{style}"),
-                              label[a], label[b]))
+            arrow = Math(r"\longrightarrow" if style == "forward" else r"\dashrightarrow")
+            edges.append(Edge(a, b, self.math(expr) if expr != "" else Text(""), style, arrow, label[a], label[b]))
         for time in range(0, T + 1):
             for l in range(1, L + 1):
                 node(f"h{l}t{time}", time * dx, l * dy, self.h(sp.Integer(time), l))
@@ -525,8 +524,7 @@ class _Handout:
         for time in range(T, 1, -1):
             for l in range(1, L + 1):
                 edge(f"h{l}t{time}", f"h{l}t{time - 1}", sym("delta", l, sp.Integer(time)), "backward")
-        return Diagram(tuple(nodes), tuple(edges), msg("figure.unrolled", steps=Math(f"T = {T}")),
-                       (msg("table.from"), msg("table.to"), msg("table.label"), msg("table.direction")))
+        return Diagram(tuple(nodes), tuple(edges), msg("figure.unrolled", steps=Math(f"T = {T}")))
 
     def forward(self) -> Section:
         """The unrolled network, the document's own form of a step, then one block per step."""

@@ -19,7 +19,7 @@ from pathlib import Path
 import jinja2
 import pytest
 
-from derive import bptt, document, notation, unroll
+from derive import bptt, document, notation, numbers, unroll
 from derive.build import render_all
 from derive.formats.pdf import typeset as _pdf
 from derive.document import Block, Code, Document, Figure, Math, Message, Section, Text, msg
@@ -38,12 +38,19 @@ def _variants() -> list[Spec]:
                   loss=Loss("cross_entropy"), bptt=BPTT(steps=steps, truncate=truncate),
                   notation=Notation(preset=p))
              for p, steps, truncate in (("cs231n", 2, 0), ("dlai", 1, 1))]
+    # no output layer and no loss: the upstream gradient is the target
+    extra.append(Spec(name="layer", model=Model(2, (3,)), loss=Loss("none"), bptt=BPTT(steps=2)))
     return [preset(n) for n in preset_names()] + extra
 
 
 @pytest.fixture(scope="module")
 def docs() -> list[Document]:
-    return [document.build(bptt.derive(s), COMMAND) for s in _variants()]
+    # with the numbers stage, as `derive build` makes them: every section is present
+    out = []
+    for s in _variants():
+        d = bptt.derive(s)
+        out.append(document.build(d, COMMAND, numbers=numbers.compute(d, COMMAND)))
+    return out
 
 
 def messages(value: object) -> list[Message]:
@@ -178,8 +185,9 @@ def test_a_title_and_a_name_with_specials_are_escaped_in_each_format() -> None:
     # the command stays on its comment line, and cannot close the Markdown comment
     assert "% Regenerate with: derive build my-->spec .toml\n" in tex
     assert md.count("-->") == 1 and "my--&gt;spec .toml -->" in md
-    # catalog prose is escaped too (document 003's note has _ and +)
-    assert r"dy/do\_j" in tex and "dy/do_j" in md
+    # code in the prose is escaped too (_ would start a subscript)
+    assert r"\texttt{derive check many\_to\_one\_bce.toml}" in tex
+    assert "`derive check many_to_one_bce.toml`" in md
 
 
 def test_a_hostile_title_typesets(tmp_path: Path) -> None:
@@ -195,7 +203,7 @@ def test_a_hostile_title_typesets(tmp_path: Path) -> None:
 
 def test_every_block_kind_has_a_template_in_every_format() -> None:
     kinds = {cls.kind for cls in Block.__subclasses__()}
-    assert kinds == {"paragraph", "equations", "table", "items", "figure"}
+    assert kinds == {"paragraph", "equations", "table", "items", "figure", "remark", "diagram", "plot"}
     for fmt in FORMATS:
         for kind in kinds | {"document"}:
             assert render.environment().get_template(fmt.template(kind))
@@ -225,6 +233,9 @@ class Plain(documents.DocumentFormat):
         "plain/table.txt.j2": "{% for row in block.rows %}{{ row | join(' | ') }}\n{% endfor %}",
         "plain/items.txt.j2": "{% for e in block.entries %}* {{ e }}\n{% endfor %}",
         "plain/figure.txt.j2": "[{{ block.graphic }}: {{ block.caption }}]",
+        "plain/remark.txt.j2": "[{{ block.lead }} {{ block.sentences | join(' ') }}]",
+        "plain/diagram.txt.j2": "{% for e in block.edges %}{{ e.source_label }} -> {{ e.target_label }}\n{% endfor %}",
+        "plain/plot.txt.j2": "{% for row in block.rows %}{{ row | join(' ') }}\n{% endfor %}",
     }
 
     def text(self, text: str) -> str:
@@ -244,11 +255,12 @@ def test_a_format_is_one_class_and_one_template_per_block_kind() -> None:
     doc = document.build(bptt.derive(preset("stacked_mse")), COMMAND)
     text = Plain().render(doc)
     assert text.startswith("Stacked RNN: backpropagation through time, step by step\n\n"
-                           "This handout follows document 000 (Russian): W, V, b, h, z, in its own notation (row layout).")
+                           "This handout follows document 000 (Russian), a stacked RNN worked by hand, in its own notation (row layout).")
     assert "\n== The delta recursion, t = 3, \\dots, 1\n" in text
     assert "\n  h_{2}^{3} = \\tanh\\left(z_{2}^{3}\\right)\n" in text
-    assert "W_{1} | input-to-hidden weight, layer 1 | 3 x 2 | W_1" in text
-    assert "* Document 000 calls e^t the MSE;" in text
+    assert "W_{1} | 3 \\times 2 | W_1 | input-to-hidden weight, layer 1" in text
+    assert "x^{1} -> h_{1}^{1}\n" in text
+    assert "Document 000 calls e^{t} the MSE;" in text
 
 
 def test_a_missing_or_wrong_placeholder_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:

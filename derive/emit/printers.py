@@ -226,7 +226,7 @@ class HandoutLatexPrinter(LatexPrinter):
         return "1" if self.scalar else "I"
 
     def _print_Heaviside(self, expr: sp.Heaviside) -> str:
-        return rf"\mathbb{{1}}\left[{self._print(expr.args[0])} > 0\right]"
+        return rf"\mathbf{{1}}\left[{self._print(expr.args[0])} > 0\right]"
 
 
 class LoopCodePrinter(NumPyPrinter):
