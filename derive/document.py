@@ -665,7 +665,15 @@ class _Handout:
                 low = 1 if sym.info[p].role != "recurrent_weight" else 1
                 lines.append(self.line(self.dname(p), sp.Sum(compact[p], (t, low, self.T)),
                                        f"eq:{name}:compact:{self.python(p)}", tag=self.tag(f"compact:{self.python(p)}")))
-        blocks += [Paragraph((msg("grads.compact"),)), Equations(tuple(lines))]
+        deltas = [self.tags[f"delta{l}"] for l in range(self.L, 0, -1)]
+        blocks += [Paragraph((msg("grads.compact", refs=Text(" and ".join(f"({n})" for n in deltas))),)),
+                   Equations(tuple(lines))]
+        truncate = self.spec.bptt.truncate
+        if truncate:
+            ages = [(l, sp.MatAdd(*[sym("delta", l, t, age) for age in range(truncate)])) for l in range(1, self.L + 1)]
+            blocks += [Paragraph((msg("grads.ages"),)),
+                       Equations(tuple(Line(self.tex(sym("delta", l, t)), "=", self.tex(e), f"eq:{name}:ages:{l}")
+                                       for l, e in ages))]
         doc000 = self.preset and self.notation == "doc000"
         if doc000:
             blocks.append(Paragraph((msg("doc000.contributions", dW=Math(r"dW^{t}_{l}"), dV=Math(r"dV^{t}_{l}"),
@@ -839,7 +847,7 @@ class _Handout:
                        Line(self.Pn.doprint(Norm(Partial(h(t), h(k)))), r"\le", self.Pn.doprint(sp.Pow(
                            sp.Mul(sp.Symbol("gamma"), Norm(weight)), sp.Add(t, -k, evaluate=False), evaluate=False)),
                            f"eq:{name}:bound", self.tag("bound")))),
-            Paragraph((msg("vanishing.bound", ref=self.ref("bound"), gamma=self.math(sp.Eq(sp.Symbol("gamma"), gamma)),
+            Paragraph((msg("vanishing.bound", ref=self.ref("bound"), product=self.ref("product"), gamma=self.math(sp.Eq(sp.Symbol("gamma"), gamma)),
                            activation=Text(self.m.activation), range=Math(self.act.slope_range)),)),
         ]
         if self.numbers is not None and self.numbers.vanishing:
@@ -903,7 +911,10 @@ class _Handout:
                       msg("table.updated", eta=self.math(self.eta)))
         rows = tuple((self.math(p), Math(P.values(n.totals[p], vertical=True)), Math(P.values(n.updated[p], vertical=True)))
                      for p in n.totals)
-        blocks += [Paragraph((msg("example.totals", loss=Math("L = " + P.number(n.loss))),), msg("example.totals_lead")),
+        compact = [self.tags[key] for key in self.tags if key.startswith("compact:")]
+        refs = ", ".join(f"({n})" for n in compact[:-1]) + (" and " if len(compact) > 1 else "") + f"({compact[-1]})"
+        blocks += [Paragraph((msg("example.totals", loss=Math("L = " + P.number(n.loss)), refs=Text(refs)),),
+                             msg("example.totals_lead")),
                    Table(total_head, rows)]
         return Section(msg("section.example"), tuple(blocks))
 

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 #: recurrent weight it compares (vanishing, neutral, exploding).
 LONG = 50
 RADII = (0.5, 1.0, 1.5)
-#: The experiment linearises around the zero state (inputs 0, h_0 = 0), where tanh' = 1:
+#: The experiment linearises around the zero state (inputs and biases 0, h_0 = 0), where tanh' = 1:
 #: the product of Jacobians is then exactly (W_hh^T)^n and the three regimes are plain.
 INPUT_SCALE = 0.0
 
@@ -158,8 +158,11 @@ def vanishing(d: Derivation, module: types.ModuleType, params: dict[str, np.ndar
     H = m.hidden_sizes[-1]
     g = np.full((1, H), 1 / np.sqrt(H))
     out: dict[float, list[float]] = {}
+    biases = [sym.names.python(sym.info[q].role, sym.info[q].layer) for q in sym.params()
+              if sym.info[q].role in ("bias", "output_bias")]
     for radius in RADII:
-        p = dict(params)
+        # zero biases (and zero inputs): every state stays at 0, where the slope is largest
+        p = {k: (np.zeros_like(w) if k in biases else w) for k, w in params.items()}
         for name in recurrent:
             w = p[name]
             rho = max(abs(np.linalg.eigvals(w)))

@@ -93,5 +93,6 @@ def test_path_sum_form_in_document_003_notation() -> None:
     from derive.spec import preset
     doc = document.build(bptt.derive(preset("many_to_one_bce")), "derive build --all")
     rhs = {e.label: e.rhs for s in doc.sections for b in s.blocks if isinstance(b, document.Equations) for e in b.lines}
-    assert rhs["eq:many_to_one_bce:jacobian"] == r"\operatorname{diag}\left(1 - o_{j}^{2}\right) w_{h}^{\top}"
+    # a scalar model: no diag, no transpose; the slope as f' first, then written out
+    assert rhs["eq:many_to_one_bce:jacobian"] == r"f'\left(a_{j}\right) w_{h} = \left(1 - o_{j}^{2}\right) w_{h}"
     assert rhs["eq:many_to_one_bce:pathsum"].startswith(r"\sum_{k=1}^{3} \frac{\partial E_{3}}{\partial \hat{y}_{3}}")
