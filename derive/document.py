@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, ClassVar, Union
 import sympy as sp
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 from sympy.matrices.expressions.diagonal import DiagMatrix
+from sympy.matrices.expressions.matexpr import MatrixElement
 
 from derive.emit.printers import HandoutLatexPrinter, Norm, Partial, Slope
 from derive.rules import ACTIVATIONS, u, v
@@ -573,7 +574,11 @@ class _Handout:
         index = 0 if size == 1 else c
 
         def entry(x: sp.MatrixExpr) -> sp.Expr:
-            return x[0, index] if self.sym.row else x[index, 0]
+            i, j = (0, index) if self.sym.row else (index, 0)
+            try:
+                return x[i, j]
+            except NotImplementedError:       # softmax(o_t) has no entries of its own
+                return MatrixElement(x, i, j)
 
         def total(term: sp.Expr) -> sp.Expr:
             return term if size == 1 else sp.Sum(term, (c, 1, size))

@@ -12,8 +12,8 @@ The defaults (documented in README, "The worked example"): every weight and bias
 `round(scale * N(0, 1), 1)` drawn in the order of the module's `PARAMS` from
 `numpy.random.default_rng(seed)`, then the inputs `round(N(0, 1), 1)`, then the targets
 (`round(N(0, 1), 1)` for mse, classes drawn uniformly for cross-entropy, `1.0` for bce).
-With `tokens`, x_t is the one-hot vector of the t-th token in the vocabulary of the
-distinct tokens in order of first appearance, and a class target is the next token.
+With `tokens`, x_t is the one-hot vector of the t-th token (cyclically) in the vocabulary of
+the distinct tokens in order of first appearance, and a class target is the next token.
 """
 from __future__ import annotations
 
@@ -81,8 +81,8 @@ def example_inputs(d: Derivation) -> tuple[dict[sp.MatrixSymbol, np.ndarray], np
     vocabulary = list(dict.fromkeys(tokens))
     if tokens:
         xs = np.zeros((T, 1, m.input_size))
-        for i, token in enumerate(tokens):
-            xs[i, 0, vocabulary.index(token)] = 1.0
+        for i in range(T):
+            xs[i, 0, vocabulary.index(tokens[i % len(tokens)])] = 1.0
     else:
         xs = np.round(rng.standard_normal((T, 1, m.input_size)), 1)
     for l in range(1, m.layers + 1):
@@ -96,7 +96,7 @@ def example_inputs(d: Derivation) -> tuple[dict[sp.MatrixSymbol, np.ndarray], np
     kind = spec.loss.kind
     if kind == "cross_entropy":
         if tokens:
-            classes = [vocabulary.index(tokens[(s) % T]) % out for s in steps]
+            classes = [vocabulary.index(tokens[s % len(tokens)]) % out for s in steps]
         else:
             classes = [int(c) for c in rng.integers(out, size=len(steps))]
         values = [np.eye(out)[c] for c in classes]
@@ -130,7 +130,8 @@ def worked_example(d: Derivation) -> Numbers:
     params = {sym.names.python(sym.info[p].role, sym.info[p].layer): env[p] for p in sym.params()}
     params = {k: (v.reshape(-1) if sym.info[p].role in ("bias", "output_bias") else v)
               for (k, v), p in zip(params.items(), sym.params())}
-    return Numbers(eta, env, uses, totals, updated, loss, tokens, xs, targets, params)
+    steps = tuple(tokens[i % len(tokens)] for i in range(spec.bptt.steps)) if tokens else ()
+    return Numbers(eta, env, uses, totals, updated, loss, steps, xs, targets, params)
 
 
 def _norm_of(h0_grads: Any) -> float:

@@ -119,11 +119,12 @@ def test_unknown_preset_names_the_option_and_lists_the_allowed() -> None:
 # --------------------------------------------------------------------------- round trip
 
 CONVENTION_KEYS = {
-    "": {"name", "title", "model", "loss", "bptt", "notation"},
+    "": {"name", "title", "model", "loss", "bptt", "notation", "example"},
     "model": {"cell", "input_size", "hidden_sizes", "output_size", "activation", "output_activation", "bias"},
     "loss": {"kind", "at", "reduction"},
     "bptt": {"steps", "truncate", "clip"},
     "notation": {"preset", "layout", "names"},
+    "example": {"seed", "scale", "eta", "tokens"},
 }
 
 
@@ -131,7 +132,7 @@ CONVENTION_KEYS = {
 def test_to_dict_has_exactly_the_conventions_keys(name: str) -> None:
     d = specs.preset(name).to_dict()
     assert set(d) == CONVENTION_KEYS[""]
-    for table in ("model", "loss", "bptt", "notation"):
+    for table in ("model", "loss", "bptt", "notation", "example"):
         assert set(d[table]) == CONVENTION_KEYS[table], table
     assert isinstance(d["model"]["hidden_sizes"], list)
     assert isinstance(d["notation"]["names"], dict)
@@ -194,6 +195,7 @@ def test_defaults_fill_every_optional_key() -> None:
         "loss": {"kind": "mse", "at": "every_step", "reduction": "sum"},
         "bptt": {"steps": 3, "truncate": 0, "clip": 0.0},
         "notation": {"preset": "d2l", "layout": "column", "names": {}},
+        "example": {"seed": 0, "scale": 0.5, "eta": 0.1, "tokens": []},
     }
 
 
@@ -231,6 +233,7 @@ def base() -> dict[str, Any]:
         "loss": {"kind": "cross_entropy", "at": "every_step", "reduction": "sum"},
         "bptt": {"steps": 3, "truncate": 0, "clip": 0.0},
         "notation": {"preset": "d2l", "layout": "column", "names": {}},
+        "example": {"seed": 0, "scale": 0.5, "eta": 0.1, "tokens": []},
     }
 
 

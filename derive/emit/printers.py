@@ -97,8 +97,9 @@ class HandoutLatexPrinter(LatexPrinter):
     def _print_MatrixElement(self, expr: sp.Expr) -> str:
         """An entry of a vector of the notation: `y_{t,c}`; a scalar model drops the index."""
         parent, i, j = expr.args
-        if parent not in self.sym.info:
-            return super()._print_MatrixElement(expr)
+        if parent not in self.sym.info:     # an entry of softmax(o_t): (softmax(o_t))_c
+            index = j if parent.shape[0] == 1 else i
+            return rf"\left({self._print(parent)}\right)_{{{self._print(index)}}}"
         if self.scalar:
             return self._print(parent)
         index = j if parent.shape[0] == 1 else i

@@ -28,7 +28,8 @@ SPEC = {'name': 'elman_softmax',
            'bias': True},
  'loss': {'kind': 'cross_entropy', 'at': 'every_step', 'reduction': 'sum'},
  'bptt': {'steps': 3, 'truncate': 0, 'clip': 0.0},
- 'notation': {'preset': 'd2l', 'layout': 'column', 'names': {}}}
+ 'notation': {'preset': 'd2l', 'layout': 'column', 'names': {}},
+ 'example': {'seed': 0, 'scale': 0.5, 'eta': 0.1, 'tokens': ['I', 'love', 'AI']}}
 
 _HIDDEN = [4]
 _TRUNCATE = 0

@@ -26,7 +26,8 @@ SPEC = {'name': 'many_to_one_bce',
            'bias': False},
  'loss': {'kind': 'bce', 'at': 'last_step', 'reduction': 'sum'},
  'bptt': {'steps': 3, 'truncate': 0, 'clip': 0.0},
- 'notation': {'preset': 'doc003', 'layout': 'row', 'names': {}}}
+ 'notation': {'preset': 'doc003', 'layout': 'row', 'names': {}},
+ 'example': {'seed': 0, 'scale': 0.5, 'eta': 0.1, 'tokens': []}}
 
 _HIDDEN = [1]
 _TRUNCATE = 0

@@ -29,7 +29,8 @@ SPEC = {'name': 'stacked_mse',
            'bias': True},
  'loss': {'kind': 'mse', 'at': 'every_step', 'reduction': 'sum'},
  'bptt': {'steps': 3, 'truncate': 0, 'clip': 0.0},
- 'notation': {'preset': 'doc000', 'layout': 'row', 'names': {}}}
+ 'notation': {'preset': 'doc000', 'layout': 'row', 'names': {}},
+ 'example': {'seed': 0, 'scale': 0.5, 'eta': 0.1, 'tokens': []}}
 
 _HIDDEN = [2, 1]
 _TRUNCATE = 0

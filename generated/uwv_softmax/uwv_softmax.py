@@ -26,7 +26,8 @@ SPEC = {'name': 'uwv_softmax',
            'bias': False},
  'loss': {'kind': 'cross_entropy', 'at': 'every_step', 'reduction': 'sum'},
  'bptt': {'steps': 3, 'truncate': 0, 'clip': 0.0},
- 'notation': {'preset': 'doc001', 'layout': 'column', 'names': {}}}
+ 'notation': {'preset': 'doc001', 'layout': 'column', 'names': {}},
+ 'example': {'seed': 0, 'scale': 0.5, 'eta': 0.1, 'tokens': []}}
 
 _HIDDEN = [4]
 _TRUNCATE = 0
