@@ -605,7 +605,16 @@ class _Handout:
         lines = [Line(P.doprint(a.lhs), "=", P.doprint(self.textbook_loss(a.time)), f"eq:{self.name}:loss:{int(a.time)}")
                  for a in d.unrolled.losses]
         lines.append(self.line("L", d.scale * total, f"eq:{self.name}:loss"))
-        return Section(msg("section.loss"), (Equations(tuple(lines)),))
+        blocks: list[Block] = [Equations(tuple(lines))]
+        size = self.m.output_size or self.m.hidden_sizes[-1]
+        if self.spec.loss.kind in ("cross_entropy", "bce") and size > 1:
+            blocks.append(Paragraph((msg("loss.index", c=self.math(self.c), entry=self.math(self.textbook_entry())),)))
+        return Section(msg("section.loss"), tuple(blocks))
+
+    def textbook_entry(self) -> sp.Expr:
+        """y_{t,c}: an entry of the target, as the loss writes it."""
+        y = self.d.unrolled.at(self.t).target
+        return y[0, self.c] if self.sym.row else y[self.c, 0]
 
     def deltas(self) -> Section:
         """The generic delta rule (the document's form first), then one block per step, T down to 1."""

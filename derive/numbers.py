@@ -12,7 +12,7 @@ The defaults (documented in README, "The worked example"): every weight and bias
 `round(scale * N(0, 1), 1)` drawn in the order of the module's `PARAMS` from
 `numpy.random.default_rng(seed)`, then the inputs `round(N(0, 1), 1)`, then the targets
 (`round(N(0, 1), 1)` for mse, classes drawn uniformly for cross-entropy, `1.0` for bce).
-With `tokens`, x_t is the one-hot vector of the t-th token (cyclically) in the vocabulary of
+With `tokens` (when the inputs can hold one per distinct token), x_t is the one-hot vector of the t-th token (cyclically) in the vocabulary of
 the distinct tokens in order of first appearance, and a class target is the next token.
 """
 from __future__ import annotations
@@ -77,7 +77,8 @@ def example_inputs(d: Derivation) -> tuple[dict[sp.MatrixSymbol, np.ndarray], np
     env: dict[sp.MatrixSymbol, np.ndarray] = {}
     for p in sym.params():
         env[p] = np.round(ex.scale * rng.standard_normal(_shape(p, sizes)), 1)
-    tokens = tuple(ex.tokens)
+    # tokens need one input per distinct token; a model with fewer inputs draws its inputs
+    tokens = tuple(ex.tokens) if len(set(ex.tokens)) <= m.input_size else ()
     vocabulary = list(dict.fromkeys(tokens))
     if tokens:
         xs = np.zeros((T, 1, m.input_size))

@@ -80,7 +80,8 @@ class Notation:
 class Example:
     """The handout's worked example (`derive/numbers.py` documents how it draws values):
     weights round(scale * N(0, 1), 1) from default_rng(seed), inputs round(N(0, 1), 1) or
-    the one-hot vectors of `tokens` (step t reads token t, cyclically), and the learning rate eta."""
+    the one-hot vectors of `tokens` (step t reads token t, cyclically; ignored when there are
+    more distinct tokens than inputs), and the learning rate eta."""
 
     seed: int = 0
     scale: float = 0.5
@@ -186,7 +187,7 @@ def _check(spec: Spec) -> list[str]:
         problems.append(f"bptt.truncate: must be an integer >= 0 (0 = full BPTT), got {b.truncate!r}")
     if isinstance(b.clip, bool) or not isinstance(b.clip, (int, float)) or not 0 <= b.clip < float("inf"):
         problems.append(f"bptt.clip: must be a finite number >= 0 (0 = no clipping), got {b.clip!r}")
-    problems += _check_example(spec.example, m.input_size if _is_int(m.input_size) else 0)
+    problems += _check_example(spec.example)
     if problems:
         return problems
     # contradictions between fields, once every field is well-formed
@@ -208,7 +209,7 @@ def _check(spec: Spec) -> list[str]:
     return problems
 
 
-def _check_example(ex: Example, input_size: int) -> list[str]:
+def _check_example(ex: Example) -> list[str]:
     problems = []
     if not _is_int(ex.seed) or not 0 <= ex.seed < 2**32:
         problems.append(f"example.seed: must be an integer from 0 to {2**32 - 1}, got {ex.seed!r}")
@@ -219,9 +220,6 @@ def _check_example(ex: Example, input_size: int) -> list[str]:
     if not isinstance(ex.tokens, tuple) or not all(isinstance(w, str) and w.isascii() and w.isalnum()
                                                    for w in ex.tokens):
         problems.append("example.tokens: must be a list of words (ASCII letters and digits)")
-    elif len(set(ex.tokens)) > input_size:
-        problems.append(f"example.tokens: {len(set(ex.tokens))} distinct tokens do not fit one-hot inputs "
-                        f"of model.input_size = {input_size}")
     return problems
 
 

@@ -112,7 +112,6 @@ def test_the_example_table_is_optional_documented_and_checked() -> None:
     assert custom.example == Example(seed=7, scale=0.5, eta=0.5, tokens=("a", "b", "a"))
     assert from_dict(custom.to_dict()).example == custom.example, "the table round-trips"
     for bad, message in [({"seed": -1}, "example.seed"), ({"eta": 0}, "example.eta"),
-                         ({"tokens": ["a", "b", "c"]}, "example.tokens: 3 distinct tokens do not fit one-hot inputs of model.input_size = 2"),
                          ({"tokens": "abc"}, "example.tokens: must be a list of strings"),
                          ({"colour": 1}, "example.colour: unknown key")]:
         with pytest.raises(SpecError, match=re.escape(message)):
