@@ -794,7 +794,7 @@ class _Handout:
                                     f"eq:{self.name}:doc001:full", tag=self.tag("full")),
                           self.line(Partial(s(sp.Integer(0)), W, True), sp.ZeroMatrix(*W.shape), f"eq:{self.name}:doc001:zero"))),
                Paragraph((msg("doc001.zero_term", ref=self.ref("full"), s0=self.math(s(sp.Integer(0))),
-                              k0=self.math(sp.Eq(k, 0)), W=self.math(W)),))]
+                              k0=Math(f"{self.tex(k)} = 0"), W=self.math(W)),))]
         return out
 
     def doc003(self) -> list[Block]:
