@@ -192,6 +192,7 @@ class Plot(Block):
     legends: tuple[Inline, ...]
     rows: tuple[tuple[str, ...], ...]
     caption: Inline
+    table: tuple[tuple[Inline, ...], ...]   # the same numbers as math, for a table
 
 
 @dataclass(frozen=True)
@@ -870,6 +871,8 @@ class _Handout:
             rho = lambda r: Math(rf"\rho\left({self.tex(weight)}\right) = {r:g}")  # noqa: E731
             rows = tuple((str(n),) + tuple(f"{from_module[r][n]:.4e}" for r in radii)
                          for n in range(len(from_module[radii[0]])))
+            table = tuple((Math(str(n)),) + tuple(Math(self.P.scientific(from_module[r][n])) for r in radii)
+                          for n in range(len(rows)))
             big_t = sp.Symbol("T")
             g = sp.MatrixSymbol("g", *self.col(h(big_t)).shape)
             blocks += [Paragraph((msg("vanishing.experiment", steps=Math(f"T = {len(rows)}"), g=self.math(g),
@@ -877,7 +880,7 @@ class _Handout:
                                       radii=Math(r"\rho = " + ", ".join(f"{r:g}" for r in radii)),
                                       state=Math(f"{self.tex(h(sp.Integer(0)))} = 0")),)),
                        Plot(Math("t - k"), self.math(Norm(Partial(sp.Symbol("L"), h(k)))), tuple(rho(r) for r in radii), rows,
-                            msg("vanishing.caption", ref=self.ref("bound"), gap=Math("t - k")))]
+                            msg("vanishing.caption", ref=self.ref("bound"), gap=Math("t - k")), table)]
         if self.preset and self.notation == "d2l":
             blocks.append(Paragraph((msg("vanishing.remedies"),)))
         return Section(msg("section.vanishing"), tuple(blocks))

@@ -134,6 +134,11 @@ class HandoutLatexPrinter(LatexPrinter):
         text = f"{float(x):.4f}"
         return "0.0000" if text == "-0.0000" else text
 
+    def scientific(self, x: float) -> str:
+        """A measured number over many orders of magnitude, as 1.0729 times 10 to the power -3."""
+        mantissa, exponent = f"{float(x):.4e}".split("e")
+        return rf"{mantissa} \cdot 10^{{{int(exponent)}}}"
+
     def values(self, value, vertical: bool = False) -> str:
         """An array of numbers: a scalar, a vector (a column vector as a transposed row unless
         `vertical`) or a matrix."""
