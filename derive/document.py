@@ -319,7 +319,6 @@ class _Handout:
     """The sections of the handout, one method each, from one derivation."""
 
     t, k, j = sp.symbols("t k j", integer=True, positive=True)
-    c = sp.Symbol("c", integer=True, positive=True)          # the index of an output entry
     tau = sp.Symbol("tau", integer=True, positive=True)      # the truncation window
     eta = sp.Symbol("eta", positive=True)
 
@@ -336,6 +335,9 @@ class _Handout:
         self.notation = self.spec.notation.preset
         self.preset = _is_preset(self.spec)
         self.tags: dict[str, str] = {}
+        # the index of an output entry: a letter the notation does not already use
+        taken = set(self.sym.names.base.values())
+        self.c = sp.Symbol(next(x for x in ("c", "m", "q", "r") if x not in taken), integer=True, positive=True)
 
     # ----------------------------------------------------------------- helpers
 
@@ -817,8 +819,11 @@ class _Handout:
                  self.line("", written, f"eq:{self.name}:doc003:wo:value")]
         if self.numbers is not None:
             n = self.numbers.values
-            value = float(n[o(three)][0, 0] * (n[pred][0, 0] - n[y][0, 0]))
-            lines.append(self.line("", self.P.number(value), f"eq:{self.name}:doc003:wo:number"))
+            yhat, target, state = (float(n[x][0, 0]) for x in (pred, y, o(three)))
+            factors = ((yhat - target) / (yhat * (1 - yhat)), yhat * (1 - yhat), state)
+            num = self.P.number
+            lines.append(self.line("", r" \cdot ".join(f"\\left({num(f)}\\right)" if f < 0 else num(f) for f in factors)
+                                   + " = " + num(state * (yhat - target)), f"eq:{self.name}:doc003:wo:number"))
         blocks: list[Block] = [Paragraph((msg("doc003.wo"),)), Equations(tuple(lines))]
         for w in (wi, wh):
             terms = [sp.Mul(Partial(Lsym, pred), Partial(pred, o(three)), Partial(o(three), o(sp.Integer(i))),
