@@ -336,7 +336,9 @@ class _Handout:
         self.preset = _is_preset(self.spec)
         self.tags: dict[str, str] = {}
         # the index of an output entry: a letter the notation does not already use
-        taken = set(self.sym.names.base.values())
+        names = self.sym.names
+        taken = {self.python(p) for p in self.sym.params()} | \
+            {names.base[r] for r in ("input", "hidden", "pre_activation", "output", "logits") if r in names.base}
         self.c = sp.Symbol(next(x for x in ("c", "m", "q", "r") if x not in taken), integer=True, positive=True)
 
     # ----------------------------------------------------------------- helpers
