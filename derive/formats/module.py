@@ -11,7 +11,7 @@ zero row for delta_{T+1}.
 """
 from __future__ import annotations
 
-import ast
+import re
 import builtins
 import keyword
 import pprint
@@ -62,10 +62,21 @@ class Namer:
         return self.chosen[base]
 
 
-def used_helpers(code: str) -> list[str]:
-    """The optional helpers that the rendered code calls, in `HELPERS` order."""
-    names = {n.id for n in ast.walk(ast.parse(code)) if isinstance(n, ast.Name)}
-    return [h for h in HELPERS if h in names]
+def used_helpers(view: dict) -> list[str]:
+    """The optional helpers that the view's printed lines call, in `HELPERS` order (the
+    templates themselves call none of them)."""
+    def strings(x):
+        if isinstance(x, str):
+            yield x
+        elif isinstance(x, dict):
+            for value in x.values():
+                yield from strings(value)
+        elif isinstance(x, (list, tuple)):
+            for value in x:
+                yield from strings(value)
+
+    text = "\n".join(strings(view))
+    return [h for h in HELPERS if re.search(rf"\b{h}\(", text)]
 
 
 def _param_view(sym, local: Namer) -> list[dict]:
@@ -304,7 +315,6 @@ class ModuleFormat(Format):
             view = module_view(job.derivation, job.command, template)
         else:
             view = unrolled_view(job.derivation, equation_labels(job.derivation), job.command, template)
-        # a module defines only the helpers its code calls: render, look, render with them
-        body = render.render(template, {**view, "helpers": []})
-        code = render.render(template, {**view, "helpers": used_helpers(body)})
+        # a module defines only the helpers its printed lines call
+        code = render.render(template, {**view, "helpers": used_helpers(view)})
         return {f"{job.name}.py": code.encode("utf-8")}
