@@ -318,9 +318,9 @@ def _describe(value: object) -> str:
     return f"{kind} {text}" if len(text) <= 40 else kind
 
 
-def _depth(value: object, limit: int) -> int:
-    """How deeply tables and arrays nest in `value`, counting no further than `limit` + 1."""
-    deepest, level = 0, [(value, 0)]
+def _depth(table: dict, limit: int) -> int:
+    """How deeply tables and arrays nest below the top `table`, counting no further than `limit` + 1."""
+    deepest, level = 0, [(x, 0) for x in table.values()]
     while level:
         item, depth = level.pop()
         if isinstance(item, (dict, list, tuple)):
