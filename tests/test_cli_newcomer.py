@@ -1,8 +1,10 @@
 """Issue 12: the CLI a newcomer meets, the limits of a spec, and the Python API's errors."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import threading
 import time
 import tomllib
 from pathlib import Path
@@ -176,6 +178,30 @@ def test_dev_zero_fails_fast(capsys: pytest.CaptureFixture) -> None:
     assert main(["build", "/dev/zero", "--out", "/nonexistent-derive-out"]) == 2
     assert time.perf_counter() - start < 2
     assert "larger than" in _error(capsys)
+
+
+def test_the_spec_is_read_in_a_bounded_way(tmp_path: Path) -> None:
+    """A pipe that supplies more than the cap and never ends: refused at once, not read to EOF."""
+    fifo = tmp_path / "endless.toml"
+    os.mkfifo(fifo)
+    done = threading.Event()
+
+    def writer() -> None:
+        with open(fifo, "wb") as f:
+            f.write(b"#" * (spec.MAX_FILE_BYTES + 10))
+            f.flush()
+            done.wait(20)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    start = time.perf_counter()
+    try:
+        with pytest.raises(SpecError, match="larger than 1000000 bytes"):
+            spec.load(fifo)
+        assert time.perf_counter() - start < 5
+    finally:
+        done.set()
+        thread.join()
 
 
 def test_a_folder_as_the_spec_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

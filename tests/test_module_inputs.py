@@ -26,13 +26,14 @@ def _load(path: Path, key: str) -> ModuleType:
 
 @pytest.fixture(scope="module")
 def modules(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], ModuleType]:
-    """Every preset in both styles (loop: the golden file; unrolled: built here)."""
+    """Every preset in both styles, built from the templates as they are now."""
     out = {}
-    folder = tmp_path_factory.mktemp("unrolled")
+    folder = tmp_path_factory.mktemp("modules")
     for name in spec.preset_names():
-        out[name, "loop"] = _load(GENERATED / name / f"{name}.py", f"{name}_loop")
-        (path,) = build.build(spec.preset(name), folder / name, formats=["py"], style="unrolled", command="test")
-        out[name, "unrolled"] = _load(path, f"{name}_unrolled")
+        for style in STYLES:
+            (path,) = build.build(spec.preset(name), folder / style / name, formats=["py"], style=style,
+                                  command="test")
+            out[name, style] = _load(path, f"{name}_{style}")
     return out
 
 

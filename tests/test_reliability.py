@@ -184,6 +184,23 @@ def test_ownership_is_checked_again_right_before_each_rename(tmp_path: Path, mon
     assert _clean(tmp_path) == []
 
 
+def test_ownership_is_checked_again_once_everything_is_staged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    target = tmp_path / "stacked_mse.py"
+    real = os.fsync
+
+    def fsync(fd):   # the file appears while the outputs are being staged
+        if not target.exists():
+            target.write_text("someone else's\n")
+        return real(fd)
+
+    monkeypatch.setattr(files.os, "fsync", fsync)
+    assert _build_py_md(tmp_path) == 2
+    _one_error(capsys.readouterr().err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stacked_mse.py"], "no other output was renamed"
+    assert target.read_text() == "someone else's\n"
+
+
 def test_build_all_is_all_or_nothing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     foreign = tmp_path / "truncated_elman" / "truncated_elman.py"
     foreign.parent.mkdir()
@@ -343,6 +360,52 @@ def test_ctrl_c_during_latex_ends_latexmk_and_pdflatex(tmp_path: Path) -> None:
     assert _our_processes(tmp) == []
     assert list(tmp.iterdir()) == []
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(not HAS_TEX, reason="TeX Live is not installed")
+def test_an_interruption_ends_every_tex_process_and_removes_the_folder(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    started = []
+
+    class Interrupted(subprocess.Popen):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            started.append(self)
+
+        def communicate(self, *args, **kwargs):   # Ctrl-C once pdflatex is running
+            deadline = time.monotonic() + 60
+            while not any("pdflatex" in p for p in _our_processes(tmp_path)) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(latex.subprocess, "Popen", Interrupted)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(latex.tempfile, "tempdir", None)
+    forever = rb"\documentclass{article}\begin{document}x\loop\iftrue\repeat\end{document}"
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            latex.typeset(forever, "forever")
+        (proc,) = started
+        assert _our_processes(tmp_path) == [], "latexmk and pdflatex are ended before typeset returns"
+        assert proc.returncode is not None
+        assert list(tmp_path.iterdir()) == []
+    finally:   # should a mutant leave them running, do not leave them to the machine
+        for line in _our_processes(tmp_path):
+            os.kill(int(line.split()[0]), signal.SIGKILL)
+
+
+@pytest.mark.skipif(not HAS_TEX, reason="TeX Live is not installed")
+def test_tex_runs_in_its_own_process_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    groups = []
+
+    class Spy(subprocess.Popen):
+        def communicate(self, *args, **kwargs):
+            groups.append(os.getpgid(self.pid))
+            return super().communicate(*args, **kwargs)
+
+    monkeypatch.setattr(latex.subprocess, "Popen", Spy)
+    latex.typeset(rb"\documentclass{article}\begin{document}x\end{document}", "group")
+    assert len(groups) == 1 and groups[0] != os.getpgrp()
 
 
 @pytest.mark.skipif(not HAS_TEX, reason="TeX Live is not installed")
