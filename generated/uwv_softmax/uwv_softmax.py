@@ -249,7 +249,7 @@ def _check_array(name, value, shape, dtype=None, check_finite=False):
 
 
 def _check_xs(params, xs, check_finite):
-    if not isinstance(params, dict):
+    if not isinstance(params, dict) and not (hasattr(params, "keys") and hasattr(params, "__getitem__")):
         raise ValueError(f"params: expected a dict of arrays keyed {', '.join(PARAMS)} "
                          f"(see PARAMS), got {type(params).__name__}")
     for name in params:
