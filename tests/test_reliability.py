@@ -64,7 +64,9 @@ def test_a_hostile_file_name_reaches_no_output(fmt: str, tmp_path: Path, monkeyp
         if fmt == "md" and fragment == "-->":   # the header's own end: counted below
             continue
         assert fragment.encode() not in data, fragment
-    assert b"derive build x.toml" in data or fmt == "pdf"
+    if fmt != "pdf":   # the header names the spec by its validated name, readably
+        line = {"py": "Regenerate with: {}", "md": "     Regenerate with: {} -->", "tex": "% Regenerate with: {}"}[fmt]
+        assert line.format("derive build x.toml --out FOLDER-OF-THIS-FILE") in data.decode().splitlines()
     if fmt == "py":   # importing the module runs nothing
         module_spec = importlib.util.spec_from_file_location("_hostile_x", out / "x.py")
         module_spec.loader.exec_module(importlib.util.module_from_spec(module_spec))

@@ -70,6 +70,8 @@ def views(spec: Spec, command: str) -> dict[str, dict]:
     for key in ("name", "title", "command", "source", "check", "slope_range"):  # plain text
         tex[key] = tex_text(view[key])
     tex["slips"] = [tex_text(s) for s in view["slips"]]
+    # the header is a TeX comment: the validated name and command go there as they are
+    tex["header"] = {"name": view["name"], "command": view["command"]}
     tex["table"] = [{**row, "python": tex_text(row["python"]), "role": tex_text(row["role"])} for row in view["table"]]
     return {"tex": tex, "md": view}
 
