@@ -9,9 +9,11 @@ the renames leaves no target touched and no temporary file behind.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
+import signal
 import stat
 import tempfile
 from pathlib import Path
@@ -129,11 +131,12 @@ def write_all(outputs: list[tuple[Path, bytes]], *, force: bool) -> list[Path]:
         for tmp, path in staged:
             if not force and not ours(path):
                 raise _foreign(path)
-        for i, (tmp, path) in enumerate(staged):
-            if not force and not ours(path):   # the last moment before the rename
-                raise _foreign(path)
-            os.replace(tmp, path)
-            staged[i] = ("", path)
+        with _ctrl_c_held():   # the renames are one step: Ctrl-C lands after the last one
+            for i, (tmp, path) in enumerate(staged):
+                if not force and not ours(path):   # the last moment before the rename
+                    raise _foreign(path)
+                os.replace(tmp, path)
+                staged[i] = ("", path)
         for folder in sorted({path.parent for path in paths}):
             _fsync_folder(folder)
     except OSError as exc:
@@ -144,6 +147,19 @@ def write_all(outputs: list[tuple[Path, bytes]], *, force: bool) -> list[Path]:
         _cleanup(staged, created)
         raise
     return paths
+
+
+@contextlib.contextmanager
+def _ctrl_c_held():
+    """Hold SIGINT back (in this thread) for the duration; it is delivered afterwards."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _cleanup(staged: list[tuple[str, Path]], created: list[Path]) -> None:

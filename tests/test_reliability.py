@@ -437,3 +437,21 @@ def test_no_tex_engine_is_a_note_and_the_rest_is_written(tmp_path: Path, monkeyp
     assert err.count("derive: note: no TeX engine") == 1 and err.count("\n") == 1
     assert len(list(tmp_path.rglob("*.md"))) == 5 and not list(tmp_path.rglob("*.pdf"))
 
+
+
+def test_ctrl_c_during_the_renames_waits_for_the_last_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    real = os.replace
+    calls = []
+
+    def replace(src, dst):   # Ctrl-C arrives while the first file is renamed
+        calls.append(dst)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(src, dst)
+
+    monkeypatch.setattr(files.os, "replace", replace)
+    assert _build_py_md(tmp_path) == 130
+    assert capsys.readouterr().err == "derive: error: interrupted\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stacked_mse.md", "stacked_mse.py", "stacked_mse.tex"]
+    assert all(files.ours(p) for p in tmp_path.iterdir())
