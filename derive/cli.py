@@ -10,6 +10,7 @@ in `main`, before SymPy is imported.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import signal
 import sys
@@ -19,6 +20,17 @@ specs = None       # derive.spec, imported by main() once Ctrl-C is handled
 SpecError = None   # derive.spec.SpecError, likewise
 
 HINT = "try 'derive build --preset elman_softmax', 'derive init my_rnn' or 'derive --help'"
+
+
+class _ClosedStdout:
+    """Stands in for sys.stdout when derive was started with it closed (`>&-`)."""
+    closed = True
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.EBADF, "it is closed")
+
+    def flush(self) -> None:
+        raise OSError(errno.EBADF, "it is closed")
 
 
 class UsageError(Exception):
@@ -148,6 +160,8 @@ def _build(args: argparse.Namespace) -> int:
     if unknown or not formats:
         raise UsageError(f"--format: {','.join(unknown) or 'nothing'} is not allowed; choose from {','.join(build.FORMATS)}")
     chosen = _build_specs(args)
+    if not args.quiet:
+        sys.stdout.flush()   # a closed stdout fails now, before anything is written
     for spec in chosen:
         for warning in specs.no_effect(spec):
             print(f"derive: warning: {spec.name}: {warning}", file=sys.stderr)
@@ -217,11 +231,14 @@ def _main(argv: list[str] | None) -> int:
         from derive import files
         from derive import spec as spec_module
         specs, SpecError = spec_module, spec_module.SpecError
+        if sys.stdout is None:
+            sys.stdout = _ClosedStdout()
         try:
             args = _parser().parse_args(argv)
             code = {"build": _build, "check": _check, "presets": _presets,
                     "init": _init, "show": _show}[args.command](args)
-            sys.stdout.flush()
+            if not isinstance(sys.stdout, _ClosedStdout):
+                sys.stdout.flush()
             return code
         except _NoCommand:
             sys.stderr.write(_parser().format_usage())

@@ -303,6 +303,21 @@ def test_a_full_or_closed_stdout_is_exit_2(argv: list[str], tmp_path: Path) -> N
     assert "Broken pipe" in _one_error(err)
 
 
+def test_a_stdout_closed_from_the_start_is_exit_2_before_anything_is_written(tmp_path: Path) -> None:
+    def run(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run(f"{sys.executable} -m derive {' '.join(argv)} >&-", shell=True, cwd=tmp_path,
+                              capture_output=False, stderr=subprocess.PIPE, text=True)
+
+    for argv in (["presets"], ["show", "stacked_mse"], ["build", "--preset", "stacked_mse", "--format", "py"]):
+        result = run(*argv)
+        assert result.returncode == 2
+        assert _one_error(result.stderr) == "derive: error: cannot write to standard output (it is closed)\n"
+    assert list(tmp_path.iterdir()) == []
+    result = run("build", "-q", "--preset", "stacked_mse", "--format", "py")   # -q needs no stdout
+    assert result.returncode == 0 and result.stderr == ""
+    assert [p.name for p in tmp_path.iterdir()] == ["stacked_mse.py"]
+
+
 # --------------------------------------------------------------------------- Ctrl-C, TeX
 
 
