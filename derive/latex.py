@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 TEX_HINT = ("no TeX engine found (latexmk + pdflatex); the .pdf was skipped. On Debian/Ubuntu: "
@@ -30,20 +31,23 @@ def available() -> bool:
 
 
 def _end_group(proc: subprocess.Popen) -> None:
-    """End latexmk and every pdflatex it started (they share its process group)."""
-    for sig, wait in ((signal.SIGTERM, 2.0), (signal.SIGKILL, 5.0)):
+    """End latexmk and every pdflatex it started (they share its process group), and wait
+    until the whole group is gone: SIGTERM, then SIGKILL for what is left."""
+    for sig, grace in ((signal.SIGTERM, 1.0), (signal.SIGKILL, 10.0)):
         try:
             os.killpg(proc.pid, sig)
         except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            proc.wait(timeout=wait)
-            # the leader is gone; its children may still be alive in the group
-            os.killpg(proc.pid, 0)
-        except ProcessLookupError:
-            return
-        except subprocess.TimeoutExpired:
-            continue
+            break
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            proc.poll()   # reap the leader, or the group never looks empty
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                proc.wait()
+                return
+            time.sleep(0.01)
+    proc.poll()
 
 
 def typeset(tex: bytes, name: str) -> bytes | None:
