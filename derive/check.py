@@ -213,7 +213,7 @@ def windowed_loss(d: bptt.Derivation, env: dict, backend: Any, live: dict, froze
     if not k or k >= spec.bptt.steps:
         for a in unrolled.forward:
             values[a.lhs] = _value(a, values, backend, sizes)
-        total = sum((evaluate(term.rhs, values, backend, sizes)[0, 0] for term in unrolled.losses), 0)
+        total = sum((_term(d, term, values, backend) for term in unrolled.losses), 0)
         return _scale(spec) * total
     const = {**env, **frozen}
     for a in unrolled.forward:
@@ -230,8 +230,23 @@ def windowed_loss(d: bptt.Derivation, env: dict, backend: Any, live: dict, froze
         for a in unrolled.forward:
             if start <= int(a.time) <= s:
                 local[a.lhs] = _value(a, local, backend, sizes)
-        total += evaluate(term.rhs, local, backend, sizes)[0, 0]
+        total += _term(d, term, local, backend)
     return _scale(spec) * total
+
+
+def _term(d: bptt.Derivation, term, values: dict, backend: Any) -> Any:
+    """E_s. On numbers, cross-entropy and bce are evaluated from the logits without
+    cancellation (log(1 - sigmoid(z)) loses every digit for large z, and central
+    differences of a loss computed that way are noise)."""
+    kind = d.spec.loss.kind
+    if isinstance(backend, NumPyBackend) and kind in ("cross_entropy", "bce"):
+        z = np.asarray(values[d.sym("logits", None, term.time)], dtype=float)
+        y = np.asarray(values[d.sym("target", None, term.time)], dtype=float)
+        if kind == "bce":
+            return float(np.sum(np.logaddexp(0.0, z) - y * z))
+        shift = z.max()
+        return float(-np.sum(y * (z - shift - np.log(np.sum(np.exp(z - shift))))))
+    return evaluate(term.rhs, values, backend, d.sym.sizes())[0, 0]
 
 
 def _scale(spec: Spec, batch: sp.Expr = sp.Integer(1), steps: sp.Expr | None = None) -> sp.Expr:
@@ -498,12 +513,18 @@ def step_rule_rows(spec: Spec) -> list[Row]:
             _exact_row("output rule vs scale * sympy.diff of E_t", pairs_out)]
 
 
-def exact(spec: Spec, steps: int | None = EXACT_STEPS, with_path_sums: bool = True) -> list[Row]:
+def exact(spec: Spec, steps: int | None = EXACT_STEPS, with_path_sums: bool = True,
+          linear_loss: bool = False) -> list[Row]:
     """Full unrolling: (a) - (c) (and (b) - (c)) are identically 0 with symbolic entries, at
     UNROLL_SIZE and at most `steps` steps (None: the spec's own T). `derive check` leaves
     (b) to the numeric rows: its exact row doubles the cost and proves nothing the step
-    rule and (a) do not."""
+    rule and (a) do not. With `linear_loss` the loss is E_t = <g_t, z_t> on the logits (the
+    output and loss rules are the step rule's output row): the unrolling then checks how
+    the steps connect, in polynomial algebra."""
     small_spec = exact_spec(spec, steps, UNROLL_SIZE)
+    if linear_loss:
+        model = dataclasses.replace(small_spec.model, output_activation="identity")
+        small_spec = dataclasses.replace(small_spec, model=model, loss=dataclasses.replace(small_spec.loss, kind="none"))
     d = bptt.derive(small_spec)
     env = symbolic_env(d.unrolled)
     backend = _backend(small_spec)
@@ -511,6 +532,8 @@ def exact(spec: Spec, steps: int | None = EXACT_STEPS, with_path_sums: bool = Tr
     where = f"T = {small_spec.bptt.steps}, {sizes_text(small_spec)}" + (", f generic" if generic(small_spec) else "")
     if small_spec.bptt.truncate:
         where += f", truncate {small_spec.bptt.truncate}"
+    if linear_loss:
+        where += ", E_t = <g_t, z_t>"
     forms = (("(a) delta recursion", form_a),) + ((("(b) path sums", form_b),) if with_path_sums else ())
     rows = []
     for name, form in forms:
@@ -729,7 +752,7 @@ def report(spec: Spec, *, quick: bool = False, exact_steps: int | None = None, s
         rows += step_rule_rows(spec)
         if unroll_steps:
             progress(f"full unrolling at T = {unroll_steps}")
-            rows += exact(spec, unroll_steps, with_path_sums=False)
+            rows += exact(spec, unroll_steps, with_path_sums=False, linear_loss=True)
     progress("numeric forms")
     rows += [dataclasses.replace(r, form=r.form + " (numeric)") if r.form.endswith("path sums") else r
              for r in numeric(nspec, seed)]
