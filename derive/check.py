@@ -20,7 +20,6 @@ window (s - k < truncate) held constant, which is the definition of truncated BP
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import sys
 import time
@@ -347,7 +346,6 @@ def _exact_row(form: str, pairs: list[tuple[Any, Any]]) -> Row:
     return Row(form, 0.0 if not bad else math.nan, bad == 0, 0.0, detail)
 
 
-@functools.lru_cache(maxsize=1)
 def activation_rows() -> tuple[Row, ...]:
     """For every row of the activation table: the slope through the output equals f'.
 
@@ -408,7 +406,7 @@ def step_rule_rows(spec: Spec) -> list[Row]:
       Psi = <delta_t, a_t(theta, below_t, h_{t-1})>, and each use of theta and the gradient
       sent below must be dPsi/dtheta and dPsi/d below_t; dPsi_1/dh_0 is the h_0 rule.
     For the output layer, with the logits z_t free symbols, delta^y_t must be
-    scale * dE_t/dz_t, with the reduction's scale 1/(B T) (or 1/B) stated here.
+    scale * dE_t/dz_t, with the reduction's scale 1/(B T) (or 1/B) stated here, read at B = 7, T = 11.
     """
     small_spec = exact_spec(spec)
     rule = bptt.step_rule(small_spec)
@@ -416,6 +414,12 @@ def step_rule_rows(spec: Spec) -> list[Row]:
     sizes = sym.sizes()
     backend = _backend(small_spec)
     counter = iter(range(10**6))
+    # the rule keeps the batch size B and the run-time T as symbols: read them at two
+    # primes that no spec's T is tied to, so 1/(B T) is checked, not just "some factor"
+    at = {bptt.BATCH: sp.Integer(7), bptt.STEPS: sp.Integer(11)}
+
+    def ev(expr: sp.Expr, values: dict, backend: Any, sizes: dict) -> Any:
+        return evaluate(expr.xreplace(at), values, backend, sizes)
 
     def symbols(symbol: sp.MatrixSymbol, tag: str = "s") -> sp.Matrix:
         return _matrix(f"{tag}{next(counter)}", *_shape(symbol, sizes))
@@ -440,23 +444,23 @@ def step_rule_rows(spec: Spec) -> list[Row]:
         local[a_now.lhs] = alpha
         local[h_now] = alpha.applyfunc(f) if generic(small_spec) else alpha
         phi = sum(local[layer.upstream].multiply_elementwise(local[h_now])) + \
-            sum(local[d_next].multiply_elementwise(evaluate(a_next.rhs, local, backend, sizes)))
+            sum(local[d_next].multiply_elementwise(ev(a_next.rhs, local, backend, sizes)))
         want = alpha.applyfunc(lambda x: sp.diff(phi, x))
         assigns = [a for a in layer.delta if a.lhs == d_now]
         if len(assigns) != 1:
             pairs_delta.append((sp.zeros(*want.shape), sp.ones(*want.shape)))
             continue
-        pairs_delta.append((evaluate(assigns[0].rhs, local, backend, sizes), want))
+        pairs_delta.append((ev(assigns[0].rhs, local, backend, sizes), want))
         # uses of the parameters at step t, and the gradient sent below
         local[d_now] = symbols(d_now, "d")
-        psi = sum(local[d_now].multiply_elementwise(evaluate(a_now.rhs, local, backend, sizes)))
+        psi = sum(local[d_now].multiply_elementwise(ev(a_now.rhs, local, backend, sizes)))
         mine = [p for p in sym.params() if sym.info[p].layer == l]
         for p in mine:
             want_p = local[p].applyfunc(lambda x: sp.diff(psi, x))
-            got_p = evaluate(layer.uses[p], local, backend, sizes) if p in layer.uses else sp.zeros(*want_p.shape)
+            got_p = ev(layer.uses[p], local, backend, sizes) if p in layer.uses else sp.zeros(*want_p.shape)
             pairs_uses.append((got_p, want_p))
         want_down = local[below].applyfunc(lambda x: sp.diff(psi, x))
-        got_down = evaluate(layer.down, local, backend, sizes) if layer.down is not None else sp.zeros(*want_down.shape)
+        got_down = ev(layer.down, local, backend, sizes) if layer.down is not None else sp.zeros(*want_down.shape)
         pairs_uses.append((got_down, want_down))
         # h_0 enters step 1 only
         a1 = next(a for a in first if a.layer == l and sym.info[a.lhs].role == "pre_activation")
@@ -465,12 +469,12 @@ def step_rule_rows(spec: Spec) -> list[Row]:
         for leaf in a1.rhs.free_symbols | {d1}:
             if isinstance(leaf, sp.MatrixSymbol) and leaf not in local1:
                 local1[leaf] = symbols(leaf)
-        psi1 = sum(local1[d1].multiply_elementwise(evaluate(a1.rhs, local1, backend, sizes)))
-        pairs_uses.append((evaluate(rule.initial[l], local1, backend, sizes),
+        psi1 = sum(local1[d1].multiply_elementwise(ev(a1.rhs, local1, backend, sizes)))
+        pairs_uses.append((ev(rule.initial[l], local1, backend, sizes),
                            local1[h0].applyfunc(lambda x: sp.diff(psi1, x))))
     # the output layer (or the top hidden state) and the loss term E_t
     unrolled = Unrolled(small_spec, sym, [T_SYM])
-    scale = _scale(small_spec, bptt.BATCH, bptt.STEPS)
+    scale = _scale(small_spec, at[bptt.BATCH], at[bptt.STEPS])
     local = dict(env)
     role = "upstream" if small_spec.loss.kind == "none" else "target"
     y = sym(role, None, T_SYM)
@@ -483,28 +487,28 @@ def step_rule_rows(spec: Spec) -> list[Row]:
         local[z] = zeta
         for a in rule.output:
             if a.lhs != z:
-                local[a.lhs] = evaluate(a.rhs, local, backend, sizes)
-        e_t = evaluate(loss_term(unrolled, T_SYM), local, backend, sizes)[0, 0]
+                local[a.lhs] = ev(a.rhs, local, backend, sizes)
+        e_t = ev(loss_term(unrolled, T_SYM), local, backend, sizes)[0, 0]
         want = zeta.applyfunc(lambda x: scale * sp.diff(e_t, x))
-        pairs_out.append((evaluate(rule.output_delta.rhs, local, backend, sizes) if rule.output_delta else
+        pairs_out.append((ev(rule.output_delta.rhs, local, backend, sizes) if rule.output_delta else
                           sp.zeros(*want.shape), want))
         dy = rule.output_delta.lhs if rule.output_delta else sym("output_delta", None, T_SYM)
         local[dy] = symbols(dy, "dy")
         z_of = next(a for a in rule.output if a.lhs == z)
-        psi = sum(local[dy].multiply_elementwise(evaluate(z_of.rhs, local, backend, sizes)))
+        psi = sum(local[dy].multiply_elementwise(ev(z_of.rhs, local, backend, sizes)))
         for p in sym.params():
             if sym.info[p].layer == m.layers + 1:
                 want_p = local[p].applyfunc(lambda x: sp.diff(psi, x))
-                got_p = evaluate(rule.output_uses[p], local, backend, sizes) if p in rule.output_uses \
+                got_p = ev(rule.output_uses[p], local, backend, sizes) if p in rule.output_uses \
                     else sp.zeros(*want_p.shape)
                 pairs_out.append((got_p, want_p))
-        pairs_out.append((evaluate(rule.top_upstream, local, backend, sizes),
+        pairs_out.append((ev(rule.top_upstream, local, backend, sizes),
                           local[top].applyfunc(lambda x: sp.diff(psi, x))))
     else:
         eta = symbols(top, "h")
         local[top] = eta
-        e_t = evaluate(loss_term(unrolled, T_SYM), local, backend, sizes)[0, 0]
-        pairs_out.append((evaluate(rule.top_upstream, local, backend, sizes),
+        e_t = ev(loss_term(unrolled, T_SYM), local, backend, sizes)[0, 0]
+        pairs_out.append((ev(rule.top_upstream, local, backend, sizes),
                           eta.applyfunc(lambda x: scale * sp.diff(e_t, x))))
     where = f"symbolic t, f generic, {sizes_text(small_spec)}" if generic(small_spec) else \
         f"symbolic t, {sizes_text(small_spec)}"
