@@ -193,8 +193,10 @@ def test_input_checks(style: str) -> None:
         mod.loss_and_grads(params, xs, targets, [h0[0][:, :2]])
     with pytest.raises(ValueError, match="h0"):
         mod.loss_and_grads(params, xs, targets, h0 + h0)
-    with pytest.raises(ValueError, match="targets"):
-        mod.loss_and_grads(params, xs, targets + 3, h0)
+    for bad in (np.full_like(targets, 3), np.full_like(targets, -1)):   # just outside [0, 3)
+        with pytest.raises(ValueError, match="targets"):
+            mod.loss_and_grads(params, xs, bad, h0)
+    mod.loss_and_grads(params, xs, np.full_like(targets, 2), h0)      # just inside
     with pytest.raises(ValueError, match="targets"):
         mod.loss_and_grads(params, xs, targets[:1], h0)
     with pytest.raises(ValueError, match="targets"):
