@@ -115,6 +115,34 @@ def test_a_failing_row_fails_the_report(monkeypatch) -> None:
     assert "checks FAILED" in out.splitlines()[-1] and "activation tanh" in out.splitlines()[-1]
 
 
+MEAN = Spec(name="mean_rnn", model=Model(input_size=2, hidden_sizes=(3,), output_size=2, activation="sigmoid",
+                                         output_activation="softmax"),
+            loss=Loss(kind="cross_entropy", reduction="mean"), bptt=BPTT(steps=3))
+TABLE = {
+    "relu2-sigmoid-bce": RELU2_BCE,
+    "mean-every-step": MEAN,
+    "mean-last-step": dataclasses.replace(MEAN, loss=Loss(kind="cross_entropy", at="last_step", reduction="mean")),
+    "truncate-1-clip-row": dataclasses.replace(RELU2_BCE, bptt=BPTT(steps=4, truncate=1, clip=0.05),
+                                               notation=Notation(layout="row")),
+    "no-output-layer-none": Spec(name="top_rnn", model=Model(input_size=2, hidden_sizes=(2, 3), activation="identity"),
+                                 loss=Loss(kind="none", reduction="mean"), bptt=BPTT(steps=3, truncate=2)),
+}
+
+
+@pytest.mark.parametrize("name", list(TABLE))
+def test_report_passes_on_the_table(name: str) -> None:
+    """No false failure, deterministically: every loss, reduction, truncation with a clip that
+    triggers, relu in two layers (the issue's slowest spec), no output layer."""
+    code, out, _ = run(TABLE[name])
+    assert code == 0, out
+
+
+@pytest.mark.parametrize("name", list(TABLE))
+def test_step_rule_rows_hold_on_the_table(name: str) -> None:
+    rows = check.step_rule_rows(TABLE[name])
+    assert all(r.ok for r in rows), rows
+
+
 # --------------------------------------------------------------------------- the rows
 
 def test_activation_rows_cover_the_table() -> None:
