@@ -25,7 +25,7 @@ import sys
 import time
 import types
 from dataclasses import dataclass
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
 import numpy as np
 import sympy as sp
@@ -33,7 +33,7 @@ import sympy as sp
 from derive import bptt
 from derive.evaluate import NumPyBackend, SymPyBackend, evaluate
 from derive.rules import ACTIVATIONS, u, v
-from derive.spec import BPTT, Loss, Model, Spec
+from derive.spec import BPTT, Loss, Spec
 from derive.unroll import Unrolled, loss_term, step
 from derive.unroll import t as T_SYM
 
@@ -760,7 +760,7 @@ def report(spec: Spec, *, quick: bool = False, exact_steps: int | None = None, s
               f"uninterpreted f; step rule at symbolic t, sizes at most {EXACT_SIZE}; {steps_text}, "
               f"sizes at most {UNROLL_SIZE}", file=out)
     sizes_note = (f"reduced to {sizes_text(nspec)} (sizes above {NUMERIC_CAP} are capped, same structure)"
-                  if reduced else f"at the spec's sizes")
+                  if reduced else "at the spec's sizes")
     print(f"  numeric rows: float64, batch 1, random point from seed {seed}, {sizes_note}; tolerance "
           f"rtol * max(1, max |reference|) with rtol {RTOL_FORMS:g} between forms, {RTOL_FD:g} against "
           f"central differences (eps 1e-6)", file=out)
