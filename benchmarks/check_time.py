@@ -90,6 +90,8 @@ def main() -> None:
         cases = [(f"preset {n}", ["--preset", n]) for n in specs.preset_names()]
         cases += [(f"elman_softmax --steps {T}", ["--preset", "elman_softmax", "--steps", str(T)])
                   for T in (4, 5, 10, 20, 40, 80)]
+        cases += [(f"truncated_elman --steps {T}", ["--preset", "truncated_elman", "--steps", str(T)])
+                  for T in (50, 100, 200)]
         cases += [("1-layer sigmoid, T = 2", [spec_file("sigmoid1_mse", 2)]),
                   ("1-layer relu, T = 3", [spec_file("relu1_mse", 3)]),
                   ("2-layer relu + sigmoid + bce, T = 4", [spec_file("relu2_sigmoid_bce", 4)]),
@@ -109,7 +111,10 @@ def main() -> None:
     t10, t20, t40, t80 = (by[f"elman_softmax --steps {T}"] for T in (10, 20, 40, 80))
     print()
     print(f"T scaling (elman_softmax, one run): T=20/T=10 {t20 / t10:.2f}, T=40/T=20 {t40 / t20:.2f}, "
-          f"T=80/T=40 {t80 / t40:.2f} (linear would be 2.00; start-up is included)")
+          f"T=80/T=40 {t80 / t40:.2f}; truncated_elman: T=100/T=50 "
+          f"{by['truncated_elman --steps 100'] / by['truncated_elman --steps 50']:.2f}, T=200/T=100 "
+          f"{by['truncated_elman --steps 200'] / by['truncated_elman --steps 100']:.2f} "
+          f"(linear would be 2.00; start-up is included)")
 
 
 if __name__ == "__main__":

@@ -219,6 +219,9 @@ def windowed_loss(d: bptt.Derivation, env: dict, backend: Any, live: dict, froze
     const = {**env, **frozen}
     for a in unrolled.forward:
         const[a.lhs] = _value(a, const, backend, sizes)
+    by_step: dict[int, list] = {}
+    for a in unrolled.forward:
+        by_step.setdefault(int(a.time), []).append(a)
     total = 0
     for term in unrolled.losses:
         s = int(term.time)
@@ -228,8 +231,8 @@ def windowed_loss(d: bptt.Derivation, env: dict, backend: Any, live: dict, froze
             if start > 1:
                 entering = sym("hidden", l, sp.Integer(start - 1))
                 local[entering] = const[entering]
-        for a in unrolled.forward:
-            if start <= int(a.time) <= s:
+        for step_time in range(start, s + 1):   # only the window: the cost is O(T k), not O(T^2)
+            for a in by_step[step_time]:
                 local[a.lhs] = _value(a, local, backend, sizes)
         total += _term(d, term, local, backend)
     return _scale(spec) * total
