@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from derive import bptt, build, check, formats, spec
+from derive import bptt, build, check, latex, spec
 from derive.emit import render
 from derive.emit.printers import HandoutLatexPrinter, LoopCodePrinter
 from derive.formats import FORMATS, Format, Job
@@ -110,14 +110,14 @@ def test_two_formats_may_not_collide_and_pdf_reads_the_latex(monkeypatch: pytest
     names = [f for fmt in FORMATS.values() for f in fmt.files("x")]
     assert len(names) == len(set(names))
     seen = {}
-    monkeypatch.setattr(formats.pdf, "typeset", lambda tex, name: seen.setdefault(name, tex) and b"%PDF")
+    monkeypatch.setattr(latex, "typeset", lambda tex, name: seen.setdefault(name, tex) and b"%PDF")
     files = build.render(preset("many_to_one_bce"), ["pdf"])
     assert list(files) == ["many_to_one_bce.pdf"]   # the .tex is rendered for the PDF, not returned
     assert seen["many_to_one_bce"].startswith(b"% derive: generated file")
 
 
 def test_unknown_format_or_style_is_a_spec_error() -> None:
-    with pytest.raises(spec.SpecError, match="format: docx is not one of"):
+    with pytest.raises(spec.SpecError, match="formats: must be a non-empty list of tex, pdf, md, py, got"):
         build.render(preset("elman_softmax"), ["docx"])
     with pytest.raises(spec.SpecError, match="style: 'bogus' is not one of loop, unrolled"):
         build.render(preset("elman_softmax"), ["py"], style="bogus")
@@ -243,3 +243,26 @@ def test_a_module_defines_only_the_helpers_it_calls() -> None:
         called = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
         assert {h for h in HELPERS if h in defined} == {h for h in HELPERS if h in called}, name
         assert not [d for d in defined if d.startswith("_loss_")], name
+
+
+@pytest.mark.parametrize("style", ["loop", "unrolled"])
+@pytest.mark.parametrize("name", ["truncated_elman", "stacked_mse", "many_to_one_bce"])
+def test_the_namer_knows_every_name_the_templates_bind(name: str, style: str) -> None:
+    """In the functions that bind the user's symbols, every other name is one the Namer avoids:
+    a template that starts using a new local must list it in TEMPLATE_NAMES."""
+    import builtins
+
+    from derive.formats.module import HELPERS, TEMPLATE_NAMES
+    base = preset(name)
+    roles = ("input_weight", "recurrent_weight", "bias", "output_weight", "output_bias", "hidden")
+    s = dataclasses.replace(base, notation=dataclasses.replace(
+        base.notation, names=tuple((r, f"Q{i}") for i, r in enumerate(roles))))
+    tree = ast.parse(build.render_all(spec.from_dict(s.to_dict()), ["py"], style, "test")["py"])
+    user = ("Q", "delta_Q")   # every local the emitter derives from a symbol starts so
+    for fn in (n for n in tree.body if isinstance(n, ast.FunctionDef)):
+        bound = {a.arg for a in fn.args.args + fn.args.kwonlyargs}
+        bound |= {n.id for n in ast.walk(fn) if isinstance(n, ast.Name)}
+        if not any(b.startswith(user) for b in bound):
+            continue   # a helper: its own scope never holds a user's symbol
+        unknown = {b for b in bound if not b.startswith(user)} - TEMPLATE_NAMES - set(HELPERS) - set(dir(builtins))
+        assert not unknown, f"{fn.name} binds {sorted(unknown)}: add them to TEMPLATE_NAMES"

@@ -11,10 +11,10 @@ zero row for delta_{T+1}.
 """
 from __future__ import annotations
 
-import ast
 import builtins
 import keyword
 import pprint
+import re
 from typing import TYPE_CHECKING, ClassVar
 
 import sympy as sp
@@ -36,9 +36,10 @@ if TYPE_CHECKING:   # the derivation is this stage's input, never called here
 TEMPLATE_NAMES = frozenset({
     "np", "xs", "hs", "h0", "params", "cache", "grads", "targets", "dhs", "loss", "t", "T",
     "B", "p", "g", "gv", "y", "tmp", "slope", "dtype", "probs", "logits", "dlogits", "dtop",
+    "check_finite", "name",
     "PARAMS", "LAYOUT", "SPEC", "forward", "backward", "predict", "init_params", "loss_and_grads",
-    "_HIDDEN", "_TRUNCATE", "_CLIP", "_backward", "_finish", "_check_array", "_check_xs", "_check_h0",
-    "_check_targets",
+    "_HIDDEN", "_TRUNCATE", "_CLIP", "_forward", "_backward", "_finish", "_as_array", "_check_array",
+    "_check_finite", "_check_xs", "_check_h0", "_check_targets", "_check_cache",
 })
 #: Helpers a module defines only when its code calls them (templates/helpers/<name>.py.j2).
 HELPERS = ("_matmul_steps", "_contract_steps", "_older", "_softmax", "_logsumexp", "_one_hot")
@@ -62,10 +63,21 @@ class Namer:
         return self.chosen[base]
 
 
-def used_helpers(code: str) -> list[str]:
-    """The optional helpers that the rendered code calls, in `HELPERS` order."""
-    names = {n.id for n in ast.walk(ast.parse(code)) if isinstance(n, ast.Name)}
-    return [h for h in HELPERS if h in names]
+def used_helpers(view: dict) -> list[str]:
+    """The optional helpers that the view's printed lines call, in `HELPERS` order (the
+    templates themselves call none of them)."""
+    def strings(x):
+        if isinstance(x, str):
+            yield x
+        elif isinstance(x, dict):
+            for value in x.values():
+                yield from strings(value)
+        elif isinstance(x, (list, tuple)):
+            for value in x:
+                yield from strings(value)
+
+    text = "\n".join(strings(view))
+    return [h for h in HELPERS if re.search(rf"\b{h}\(", text)]
 
 
 def _param_view(sym, local: Namer) -> list[dict]:
@@ -208,7 +220,8 @@ def module_view(derivation: "Derivation", command: str, template: str, local: Na
         "params": params, "layout": spec.layout, "spec_repr": pprint.pformat(spec.to_dict(), sort_dicts=False, width=88),
         "layers": layers, "top": h[L], "top_size": m.hidden_sizes[-1], "num_layers": L,
         "input_size": m.input_size, "output_size": m.output_size, "output": output, "dtop": dtop,
-        "loss": loss_line, "class_targets": loss.target == "class", "loss_kind": spec.loss.kind, "last_step": spec.loss.at == "last_step",
+        "loss": loss_line, "class_targets": loss.target == "class",
+        "probability_targets": loss.target == "probability", "loss_kind": spec.loss.kind, "last_step": spec.loss.at == "last_step",
         "mean": spec.loss.reduction == "mean", "truncate": k, "clip": repr(float(spec.bptt.clip)),
         "hidden_sizes": repr(list(m.hidden_sizes)), "reversed_layers": list(reversed(layers)),
         "output_activation": m.output_activation,
@@ -304,7 +317,6 @@ class ModuleFormat(Format):
             view = module_view(job.derivation, job.command, template)
         else:
             view = unrolled_view(job.derivation, equation_labels(job.derivation), job.command, template)
-        # a module defines only the helpers its code calls: render, look, render with them
-        body = render.render(template, {**view, "helpers": []})
-        code = render.render(template, {**view, "helpers": used_helpers(body)})
+        # a module defines only the helpers its printed lines call
+        code = render.render(template, {**view, "helpers": used_helpers(view)})
         return {f"{job.name}.py": code.encode("utf-8")}
