@@ -899,7 +899,6 @@ class _Handout:
             return None
         n, d, P, sym = self.numbers, self.d, self.P, self.sym
         values = n.values
-        header = (msg("table.quantity"), msg("table.value"))
         blocks: list[Block] = [Paragraph((msg("example.intro", eta=self.math(sp.Eq(self.eta, sp.Float(n.eta))),
                                                 seed=Text(str(self.spec.example.seed)),
                                                 scale=Text(f"{self.spec.example.scale:g}")),))]
@@ -913,7 +912,8 @@ class _Handout:
                                                                          self.h(self.t), d.unrolled.prediction(self.t)))
             blocks += [Paragraph((msg("example.tokens"),)), Table(head, tuple(rows))]
         params = tuple((self.math(p), Math(P.values(values[p], vertical=True))) for p in sym.params())
-        blocks += [Paragraph((), msg("example.weights")), Table(header, params)]
+        value_head = msg("table.value")
+        blocks.append(Table((msg("example.weights"), value_head), params))
         for time in d.unrolled.times:
             rows = [(self.math(sym("input", None, time)), Math(P.values(values[sym("input", None, time)])))]
             rows += [(self.math(a.lhs), Math(P.values(values[a.lhs]))) for a in d.unrolled.forward if a.time == time]
@@ -921,7 +921,7 @@ class _Handout:
                 if a.time == time:
                     y = d.unrolled.at(time).target
                     rows += [(self.math(y), Math(P.values(values[y]))), (self.math(a.lhs), Math(P.values(values[a.lhs])))]
-            blocks += [self.step(time), Table(header, tuple(rows))]
+            blocks.append(Table((msg("step", t=self.math(sp.Eq(self.t, int(time)))), value_head), tuple(rows)))
         for time in reversed(d.unrolled.times):
             rows = [(self.math(a.lhs), Math(P.values(values[a.lhs]))) for a in d.deltas if a.time == time]
             for p, uses in n.uses.items():
@@ -929,8 +929,7 @@ class _Handout:
                     if when == time:
                         rows.append((Math(rf"{self.dname(p)}\Big|_{{{int(time)}}}"), Math(P.values(value))))
             if rows:
-                blocks += [Paragraph((), msg("example.backward", t=self.math(sp.Eq(self.t, int(time))))),
-                           Table(header, tuple(rows))]
+                blocks.append(Table((msg("example.backward", t=self.math(sp.Eq(self.t, int(time)))), value_head), tuple(rows)))
         total_head = (msg("table.symbol"), msg("table.clipped" if self.spec.bptt.clip else "table.gradient"),
                       msg("table.updated", eta=self.math(self.eta)))
         rows = tuple((self.math(p), Math(P.values(n.totals[p], vertical=True)), Math(P.values(n.updated[p], vertical=True)))
