@@ -112,13 +112,13 @@ def windowed_loss(d: bptt.Derivation, env: dict, backend: Any, live: dict, froze
     """
     unrolled, spec, sym = d.unrolled, d.spec, d.sym
     sizes = sym.sizes()
-    k = spec.bptt.truncate
     total = 0
     for term in unrolled.losses:
         s = int(term.time)
+        kept = bptt.kept_steps(spec, s)   # window or chunk: the steps E_s reaches
         values = dict(env)
         for a in unrolled.forward:
-            inside = not k or s - int(a.time) < k
+            inside = int(a.time) in kept or int(a.time) > s
             values.update(live if inside else frozen)
             values[a.lhs] = evaluate(a.rhs, values, backend, sizes)
         values.update(live)
@@ -192,7 +192,11 @@ def is_zero(expr: sp.Expr, table: dict) -> bool:
     return sp.cancel(sp.together(atomize(expr, table))) == 0
 
 
-def _clip(values: dict, c: float) -> dict:
+def _clip(values: dict, c: float, norm: float = 0.0) -> dict:
+    """Elementwise clipping to [-c, c], or torch's clip_grad_norm_ (its 1e-6 included)."""
+    if norm:
+        total = np.sqrt(sum(float(np.sum(v * v)) for v in values.values()))
+        return {p: v * min(1.0, norm / (total + 1e-6)) for p, v in values.items()}
     return {p: np.clip(v, -c, c) for p, v in values.items()} if c else values
 
 
@@ -210,17 +214,17 @@ def numeric(spec: Spec, seed: int = 0, exact_diff: bool = False) -> list[Row]:
     backend = NumPyBackend()
     a = form_a(d, env, backend)
     b = form_b(d, env, backend)
-    clip = spec.bptt.clip
+    clip = spec.bptt.clip, spec.bptt.clip_norm
     rows = []
-    diff, scale = _max_diff(_clip(a, clip), _clip(b, clip))
+    diff, scale = _max_diff(_clip(a, *clip), _clip(b, *clip))
     rows.append(Row("(a) delta recursion vs (b) path sums", diff, diff <= 1e-12 * scale))
     if exact_diff:
         c = {p: np.array(g.evalf(), dtype=float) for p, g in form_c(d, env).items()}
-        diff, scale = _max_diff(_clip(a, clip), _clip(c, clip))
+        diff, scale = _max_diff(_clip(a, *clip), _clip(c, *clip))
         rows.append(Row("(a) delta recursion vs (c) sympy.diff", diff, diff <= 1e-12 * scale))
     else:
         c = finite_differences(d, env)
-        diff, scale = _max_diff(_clip(a, clip), _clip(c, clip))
+        diff, scale = _max_diff(_clip(a, *clip), _clip(c, *clip))
         rows.append(Row("(a) delta recursion vs central differences", diff, diff <= 1e-6 * scale))
     return rows
 

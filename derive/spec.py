@@ -18,6 +18,7 @@ from derive.rules import ACTIVATIONS, LOSSES, OUTPUT_ACTIVATIONS
 
 AT = ("every_step", "last_step")
 REDUCTIONS = ("sum", "mean")
+TRUNCATE_STYLES = ("window", "chunk")
 #: The handout and the unrolled module write every step out; beyond this they would be
 #: unreadable and slow to typeset, so `steps` is capped (the loop module works for any T).
 MAX_STEPS = 200
@@ -67,6 +68,8 @@ class BPTT:
     steps: int = 3
     truncate: int = 0
     clip: float = 0.0
+    truncate_style: str = "window"   # window (BPTT(k;1)) | chunk (BPTT(k;k))
+    clip_norm: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -172,6 +175,11 @@ def _check(spec: Spec) -> list[str]:
         problems.append(f"bptt.truncate: must be an integer >= 0 (0 = full BPTT), got {b.truncate!r}")
     if isinstance(b.clip, bool) or not isinstance(b.clip, (int, float)) or not 0 <= b.clip < float("inf"):
         problems.append(f"bptt.clip: must be a finite number >= 0 (0 = no clipping), got {b.clip!r}")
+    _choice(problems, "bptt.truncate_style", b.truncate_style, TRUNCATE_STYLES)
+    if isinstance(b.clip_norm, bool) or not isinstance(b.clip_norm, (int, float)) or not 0 <= b.clip_norm < float("inf"):
+        problems.append(f"bptt.clip_norm: must be a finite number >= 0 (0 = no clipping), got {b.clip_norm!r}")
+    elif b.clip and b.clip_norm:
+        problems.append("bptt.clip_norm: at most one of bptt.clip and bptt.clip_norm may be set (non-zero)")
     if problems:
         return problems
     # contradictions between fields, once every field is well-formed
@@ -204,7 +212,8 @@ _SCHEMA: dict[str, dict[str, tuple[str, object]]] = {
               "activation": ("str", "tanh"), "output_activation": ("str", "identity"),
               "bias": ("bool", True)},
     "loss": {"kind": ("str", "mse"), "at": ("str", "every_step"), "reduction": ("str", "sum")},
-    "bptt": {"steps": ("int", 3), "truncate": ("int", 0), "clip": ("float", 0.0)},
+    "bptt": {"steps": ("int", 3), "truncate": ("int", 0), "clip": ("float", 0.0),
+             "truncate_style": ("str", "window"), "clip_norm": ("float", 0.0)},
     "notation": {"preset": ("str", "d2l"), "layout": ("str", ""), "names": ("names", {})},
 }
 _TYPE_WORDS = {"str": "a string", "int": "an integer", "bool": "true or false",
