@@ -10,12 +10,12 @@ of math below is printed by SymPy from the derivation's generic step rule.
 import numpy as np
 
 PARAMS = {
-    "W_1": {"role": "input_weight", "layer": 1, "shape": (3, 2)},
-    "V_1": {"role": "recurrent_weight", "layer": 1, "shape": (2, 2)},
-    "b_1": {"role": "bias", "layer": 1, "shape": (2,)},
-    "W_2": {"role": "input_weight", "layer": 2, "shape": (2, 1)},
-    "V_2": {"role": "recurrent_weight", "layer": 2, "shape": (1, 1)},
-    "b_2": {"role": "bias", "layer": 2, "shape": (1,)},
+    "W_1": {"role": "input_weight", "layer": 1, "shape": (3, 2), "gate": None},
+    "V_1": {"role": "recurrent_weight", "layer": 1, "shape": (2, 2), "gate": None},
+    "b_1": {"role": "bias", "layer": 1, "shape": (2,), "gate": None},
+    "W_2": {"role": "input_weight", "layer": 2, "shape": (2, 1), "gate": None},
+    "V_2": {"role": "recurrent_weight", "layer": 2, "shape": (1, 1), "gate": None},
+    "b_2": {"role": "bias", "layer": 2, "shape": (1,), "gate": None},
 }
 LAYOUT = "row"
 SPEC = {'name': 'stacked_mse',
@@ -28,12 +28,17 @@ SPEC = {'name': 'stacked_mse',
            'output_activation': 'identity',
            'bias': True},
  'loss': {'kind': 'mse', 'at': 'every_step', 'reduction': 'sum'},
- 'bptt': {'steps': 3, 'truncate': 0, 'clip': 0.0},
+ 'bptt': {'steps': 3,
+          'truncate': 0,
+          'clip': 0.0,
+          'truncate_style': 'window',
+          'clip_norm': 0.0},
  'notation': {'preset': 'doc000', 'layout': 'row', 'names': {}}}
 
 _HIDDEN = [2, 1]
 _TRUNCATE = 0
 _CLIP = 0.0
+_CLIP_NORM = 0.0
 
 
 def init_params(seed=0, scale=0.1):
@@ -61,8 +66,12 @@ def forward(params, xs, h0=None):
     b_1 = p["b_1"]
     h_1 = np.empty((T + 1, B, 2), dtype=dtype)
     h_1[0] = h0[0]
-    _matmul_steps(xs, W_1, out=h_1[1:])
-    h_1[1:] += b_1
+    if xs.ndim == 2:   # token indices: the rows of the input weight that they pick
+        np.take(W_1, xs, axis=0, out=h_1[1:], mode="clip")
+        h_1[1:] += b_1
+    else:
+        _matmul_steps(xs, W_1, out=h_1[1:])
+        h_1[1:] += b_1
     h_1v, tmp = list(h_1), np.empty((B, 2), dtype=dtype)
     for t in range(T):
         np.dot(h_1v[t], V_1, out=tmp)
@@ -92,19 +101,23 @@ def forward(params, xs, h0=None):
     return h_2[1:], cache
 
 
-def backward(dhs, cache):
-    """BPTT given the upstream gradient dhs (T, B, 1) on the top hidden states."""
+def backward(dhs, cache, *, clip=None, clip_norm=None):
+    """BPTT given the upstream gradient dhs (T, B, 1) on the top hidden states.
+
+    clip and clip_norm override the spec's clipping for this call (None keeps it, 0 = off)."""
+    clip, clip_norm = _check_clip(clip, clip_norm)
     xs = cache["xs"]
-    dhs = _check_array("dhs", dhs, xs.shape[:2] + (1,), xs.dtype)
+    dhs = _check_array("dhs", dhs, xs.shape[:2] + (1,), cache["h_final"][0].dtype)
     grads = _backward(dhs, cache)
-    return _finish(grads)
+    return _finish(grads, clip, clip_norm)
 
 
 def _backward(dtop, cache):
     """The delta recursion, layer by layer from the top, each over t = T..1."""
     p, xs = cache["params"], cache["xs"]
     T, B = xs.shape[:2]
-    dtype = xs.dtype
+    dtype = cache["h_final"][0].dtype
+    tokens = xs.ndim == 2
     h_1 = cache["h_1"]
     h_2 = cache["h_2"]
     grads = {}
@@ -148,22 +161,43 @@ def _backward(dtop, cache):
         tmp += gv[t]
         delta_h_1v[t] *= tmp
     delta_h_1_sum = delta_h_1
-    grads["W_1"] = _contract_steps(xs, delta_h_1_sum)
+    if tokens:
+        grads["W_1"] = _scatter_steps(xs, delta_h_1_sum, 3)
+    else:
+        grads["W_1"] = _contract_steps(xs, delta_h_1_sum)
     grads["V_1"] = _contract_steps(h_1[:-1], delta_h_1_sum)
     grads["b_1"] = delta_h_1_sum.sum(axis=(0, 1))
     grads["h0", 0] = delta_h_1_sum[0] @ V_1.T
-    grads["xs"] = _matmul_steps(delta_h_1_sum, W_1.T)
+    grads["xs"] = None if tokens else _matmul_steps(delta_h_1_sum, W_1.T)
     return grads
 
 
 def predict(params, xs, h0=None):
     """The model's outputs, shape (T, B, 1)."""
+    return _predict(params, xs, h0)[0]
+
+
+def step(params, x, h=None):
+    """One time step, for sampling: x is (B, 3) floats or (B,) token indices, h the
+    per-layer state (as h0; None for zeros). Returns (y, h): what predict gives for the step, (B, 1), and the new state."""
+    x = np.asarray(x)
+    xs = x[None]
+    ys, cache = _predict(params, xs, h)
+    return ys[0], [cache["h_1"][1], cache["h_2"][1]]
+
+
+def _predict(params, xs, h0):
     hs, cache = forward(params, xs, h0)
-    return hs
+    return hs, cache
 
 
-def loss_and_grads(params, xs, targets, h0=None):
-    """Forward, loss (mse) and every gradient in one call."""
+def loss_and_grads(params, xs, targets, h0=None, *, return_state=False, clip=None, clip_norm=None):
+    """Forward, loss (mse) and every gradient in one call.
+
+    return_state=True also returns h_final (as cache["h_final"]), to carry the state into the
+    next chunk. clip and clip_norm override the spec's clipping for this call (None keeps it,
+    0 = off); they apply to parameter gradients only."""
+    clip, clip_norm = _check_clip(clip, clip_norm)
     hs, cache = forward(params, xs, h0)
     T, B = hs.shape[:2]
     dtype = hs.dtype
@@ -172,18 +206,83 @@ def loss_and_grads(params, xs, targets, h0=None):
     dtop = hs - targets
     grads = {}
     grads.update(_backward(dtop, cache))
-    return loss, _finish(grads)
+    if return_state:
+        return loss, _finish(grads, clip, clip_norm), cache["h_final"]
+    return loss, _finish(grads, clip, clip_norm)
+
+
+#: parameter -> (key in the state_dict of torch.nn.RNN, stored transposed there)
+_TORCH = {
+    "W_1": ("weight_ih_l0", True),
+    "V_1": ("weight_hh_l0", True),
+    "b_1": ("bias_ih_l0", False),
+    "W_2": ("weight_ih_l1", True),
+    "V_2": ("weight_hh_l1", True),
+    "b_2": ("bias_ih_l1", False),
+}
+
+
+def to_torch(params):
+    """NumPy arrays keyed as the state_dict of torch.nn.RNN(num_layers=2); each bias goes in bias_ih, zeros in bias_hh."""
+    out = {}
+    for name, (key, transpose) in _TORCH.items():
+        value = np.asarray(params[name])
+        out[key] = value.T.copy() if transpose else value.copy()
+    out["bias_hh_l0"] = np.zeros_like(out["bias_ih_l0"])
+    out["bias_hh_l1"] = np.zeros_like(out["bias_ih_l1"])
+    return out
+
+
+def from_torch(state_dict):
+    """Parameters from a state_dict as to_torch writes it (any array-likes: torch tensors,
+    NumPy arrays); bias_ih and bias_hh are added into one bias."""
+    params = {}
+    for name, (key, transpose) in _TORCH.items():
+        if key not in state_dict:
+            raise ValueError(f"state_dict: missing {key!r} (for {name!r})")
+        value = np.array(state_dict[key])
+        params[name] = value.T.copy() if transpose else value
+    if "bias_hh_l0" not in state_dict:
+        raise ValueError("state_dict: missing 'bias_hh_l0' (for 'b_1')")
+    params["b_1"] = params["b_1"] + np.asarray(state_dict["bias_hh_l0"])
+    if "bias_hh_l1" not in state_dict:
+        raise ValueError("state_dict: missing 'bias_hh_l1' (for 'b_2')")
+    params["b_2"] = params["b_2"] + np.asarray(state_dict["bias_hh_l1"])
+    for name, info in PARAMS.items():
+        _check_array(f"state_dict[{_TORCH[name][0]!r}]", params[name], info["shape"])
+    return params
 
 
 # --------------------------------------------------------------------- helpers
 
 
-def _finish(grads):
-    """Order the gradients as PARAMS, clip them as the spec says, collect h0."""
+def _check_clip(clip, clip_norm):
+    """The clipping of one call: the spec's values unless overridden; at most one non-zero."""
+    clip = _CLIP if clip is None else clip
+    clip_norm = _CLIP_NORM if clip_norm is None else clip_norm
+    for name, value in (("clip", clip), ("clip_norm", clip_norm)):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) or not 0 <= value < np.inf:
+            raise ValueError(f"{name}: expected a finite number >= 0 (0 = off) or None (the spec's), got {value!r}")
+    if clip and clip_norm:
+        raise ValueError(f"clip, clip_norm: at most one may be non-zero, got clip={clip!r}, clip_norm={clip_norm!r}")
+    return clip, clip_norm
+
+
+def _finish(grads, clip, clip_norm):
+    """Order the gradients as PARAMS, clip the parameter gradients, collect h0.
+
+    clip: every entry to [-clip, clip]. clip_norm: all of them scaled together by
+    min(1, clip_norm / (||g||_2 + 1e-6)), ||g||_2 over every entry (torch's clip_grad_norm_)."""
     out = {name: grads[name] for name in PARAMS}
-    if _CLIP:
+    if clip:
         for name in PARAMS:
-            np.clip(out[name], -_CLIP, _CLIP, out=out[name])
+            np.clip(out[name], -clip, clip, out=out[name])
+    elif clip_norm:
+        total = np.sqrt(sum(np.vdot(out[name], out[name]) for name in PARAMS))
+        scale = min(1.0, clip_norm / (total + 1e-6))
+        if scale < 1.0:
+            for name in PARAMS:
+                out[name] *= out[name].dtype.type(scale)
     out["xs"] = grads["xs"]
     out["h0"] = [grads["h0", layer] for layer in range(len(_HIDDEN))]
     return out
@@ -201,6 +300,15 @@ def _matmul_steps(a, b, out=None):
 def _contract_steps(a, b):
     """The sum over steps and batch rows of a_t^T b_t, as one matrix product."""
     return a.reshape(-1, a.shape[-1]).T @ b.reshape(-1, b.shape[-1])
+
+
+def _scatter_steps(index, values, classes):
+    """The sum over steps and batch rows of onehot(index_t)^T values_t: each row of values
+    added into the row its token index picks (no one-hot rows are built)."""
+    rows = values.reshape(-1, values.shape[-1])
+    out = np.zeros((classes, rows.shape[1]), dtype=values.dtype)
+    np.add.at(out, index.reshape(-1), rows)
+    return out
 
 
 def _check_array(name, value, shape, dtype=None):
@@ -228,6 +336,12 @@ def _check_xs(params, xs):
         dtypes.append(value.dtype)
     if not isinstance(xs, np.ndarray):
         xs = np.asarray(xs)
+    if xs.ndim == 2 and xs.dtype.kind in "iu":   # token indices, read as their one-hot rows
+        if not xs.shape[0] or not xs.shape[1]:
+            raise ValueError(f"xs: expected at least one step and one row, shape (T, B), got {xs.shape}")
+        if xs.min() < 0 or xs.max() >= 3:
+            raise ValueError("xs: token indices must be in [0, 3)")
+        return xs, np.result_type(np.float16, *dtypes)
     dtype = np.result_type(xs.dtype if xs.dtype.kind == "f" else np.float64, *dtypes)
     xs = _check_array("xs", xs, (None, None, 3), dtype)
     if not xs.shape[0] or not xs.shape[1]:

@@ -10,11 +10,11 @@ of math below is printed by SymPy from the derivation's generic step rule.
 import numpy as np
 
 PARAMS = {
-    "W_xh": {"role": "input_weight", "layer": 1, "shape": (4, 3)},
-    "W_hh": {"role": "recurrent_weight", "layer": 1, "shape": (4, 4)},
-    "b_h": {"role": "bias", "layer": 1, "shape": (4,)},
-    "W_hy": {"role": "output_weight", "layer": 2, "shape": (3, 4)},
-    "b_y": {"role": "output_bias", "layer": 2, "shape": (3,)},
+    "W_xh": {"role": "input_weight", "layer": 1, "shape": (4, 3), "gate": None},
+    "W_hh": {"role": "recurrent_weight", "layer": 1, "shape": (4, 4), "gate": None},
+    "b_h": {"role": "bias", "layer": 1, "shape": (4,), "gate": None},
+    "W_hy": {"role": "output_weight", "layer": 2, "shape": (3, 4), "gate": None},
+    "b_y": {"role": "output_bias", "layer": 2, "shape": (3,), "gate": None},
 }
 LAYOUT = "column"
 SPEC = {'name': 'truncated_elman',
@@ -27,12 +27,17 @@ SPEC = {'name': 'truncated_elman',
            'output_activation': 'softmax',
            'bias': True},
  'loss': {'kind': 'cross_entropy', 'at': 'every_step', 'reduction': 'sum'},
- 'bptt': {'steps': 3, 'truncate': 2, 'clip': 5.0},
+ 'bptt': {'steps': 3,
+          'truncate': 2,
+          'clip': 5.0,
+          'truncate_style': 'window',
+          'clip_norm': 0.0},
  'notation': {'preset': 'd2l', 'layout': 'column', 'names': {}}}
 
 _HIDDEN = [4]
 _TRUNCATE = 2
 _CLIP = 5.0
+_CLIP_NORM = 0.0
 
 
 def init_params(seed=0, scale=0.1):
@@ -60,8 +65,13 @@ def forward(params, xs, h0=None):
     b_h = p["b_h"]
     h = np.empty((T + 1, B, 4), dtype=dtype)
     h[0] = h0[0]
-    _matmul_steps(xs, W_xh.T, out=h[1:])
-    h[1:] += b_h
+    if xs.ndim == 2:   # token indices: the rows of the input weight that they pick
+        W_xhT = np.ascontiguousarray(W_xh.T)
+        np.take(W_xhT, xs, axis=0, out=h[1:], mode="clip")
+        h[1:] += b_h
+    else:
+        _matmul_steps(xs, W_xh.T, out=h[1:])
+        h[1:] += b_h
     W_hhT = np.ascontiguousarray(W_hh.T)
     hv, tmp = list(h), np.empty((B, 4), dtype=dtype)
     for t in range(T):
@@ -77,21 +87,25 @@ def forward(params, xs, h0=None):
     return h[1:], cache
 
 
-def backward(dhs, cache):
-    """BPTT given the upstream gradient dhs (T, B, 4) on the top hidden states."""
+def backward(dhs, cache, *, clip=None, clip_norm=None):
+    """BPTT given the upstream gradient dhs (T, B, 4) on the top hidden states.
+
+    clip and clip_norm override the spec's clipping for this call (None keeps it, 0 = off)."""
+    clip, clip_norm = _check_clip(clip, clip_norm)
     xs = cache["xs"]
-    dhs = _check_array("dhs", dhs, xs.shape[:2] + (4,), xs.dtype)
+    dhs = _check_array("dhs", dhs, xs.shape[:2] + (4,), cache["h_final"][0].dtype)
     grads = _backward(dhs, cache)
     grads["W_hy"] = np.zeros_like(cache["params"]["W_hy"])
     grads["b_y"] = np.zeros_like(cache["params"]["b_y"])
-    return _finish(grads)
+    return _finish(grads, clip, clip_norm)
 
 
 def _backward(dtop, cache):
     """The delta recursion, layer by layer from the top, each over t = T..1."""
     p, xs = cache["params"], cache["xs"]
     T, B = xs.shape[:2]
-    dtype = xs.dtype
+    dtype = cache["h_final"][0].dtype
+    tokens = xs.ndim == 2
     h = cache["h"]
     grads = {}
     # each delta carries an age axis: the loss term at step s reaches step t at age s - t
@@ -112,26 +126,47 @@ def _backward(dtop, cache):
         delta_h[t] += g[t]
         delta_h[t] *= slope[t]
     delta_h_sum = delta_h[:-1].sum(axis=1)
-    grads["W_xh"] = _contract_steps(delta_h_sum, xs)
+    if tokens:
+        grads["W_xh"] = _scatter_steps(xs, delta_h_sum, 3).T
+    else:
+        grads["W_xh"] = _contract_steps(delta_h_sum, xs)
     grads["W_hh"] = _contract_steps(delta_h_sum, h[:-1])
     grads["b_h"] = delta_h_sum.sum(axis=(0, 1))
     grads["h0", 0] = delta_h_sum[0] @ W_hh
-    grads["xs"] = _matmul_steps(delta_h_sum, W_xh)
+    grads["xs"] = None if tokens else _matmul_steps(delta_h_sum, W_xh)
     return grads
 
 
 def predict(params, xs, h0=None):
     """The model's outputs after the output layer, shape (T, B, 3)."""
+    return _predict(params, xs, h0)[0]
+
+
+def step(params, x, h=None):
+    """One time step, for sampling: x is (B, 3) floats or (B,) token indices, h the
+    per-layer state (as h0; None for zeros). Returns (y, h): what predict gives for the step, (B, 3), and the new state."""
+    x = np.asarray(x)
+    xs = x[None]
+    ys, cache = _predict(params, xs, h)
+    return ys[0], [cache["h"][1]]
+
+
+def _predict(params, xs, h0):
     hs, cache = forward(params, xs, h0)
     p = cache["params"]
     W_hy = p["W_hy"]
     b_y = p["b_y"]
     logits = _matmul_steps(hs, W_hy.T) + b_y
-    return _softmax(logits)
+    return _softmax(logits), cache
 
 
-def loss_and_grads(params, xs, targets, h0=None):
-    """Forward, loss (cross_entropy) and every gradient in one call."""
+def loss_and_grads(params, xs, targets, h0=None, *, return_state=False, clip=None, clip_norm=None):
+    """Forward, loss (cross_entropy) and every gradient in one call.
+
+    return_state=True also returns h_final (as cache["h_final"]), to carry the state into the
+    next chunk. clip and clip_norm override the spec's clipping for this call (None keeps it,
+    0 = off); they apply to parameter gradients only."""
+    clip, clip_norm = _check_clip(clip, clip_norm)
     hs, cache = forward(params, xs, h0)
     T, B = hs.shape[:2]
     dtype = hs.dtype
@@ -150,18 +185,79 @@ def loss_and_grads(params, xs, targets, h0=None):
         "b_y": dlogits.sum(axis=(0, 1)),
     }
     grads.update(_backward(dtop, cache))
-    return loss, _finish(grads)
+    if return_state:
+        return loss, _finish(grads, clip, clip_norm), cache["h_final"]
+    return loss, _finish(grads, clip, clip_norm)
+
+
+#: parameter -> (key in the state_dict of torch.nn.RNN and its nn.Linear "out", stored transposed there)
+_TORCH = {
+    "W_xh": ("weight_ih_l0", False),
+    "W_hh": ("weight_hh_l0", False),
+    "b_h": ("bias_ih_l0", False),
+    "W_hy": ("out.weight", False),
+    "b_y": ("out.bias", False),
+}
+
+
+def to_torch(params):
+    """NumPy arrays keyed as the state_dict of torch.nn.RNN(num_layers=1) plus
+    "out.weight" and "out.bias" of a torch.nn.Linear; each bias goes in bias_ih, zeros in bias_hh."""
+    out = {}
+    for name, (key, transpose) in _TORCH.items():
+        value = np.asarray(params[name])
+        out[key] = value.T.copy() if transpose else value.copy()
+    out["bias_hh_l0"] = np.zeros_like(out["bias_ih_l0"])
+    return out
+
+
+def from_torch(state_dict):
+    """Parameters from a state_dict as to_torch writes it (any array-likes: torch tensors,
+    NumPy arrays); bias_ih and bias_hh are added into one bias."""
+    params = {}
+    for name, (key, transpose) in _TORCH.items():
+        if key not in state_dict:
+            raise ValueError(f"state_dict: missing {key!r} (for {name!r})")
+        value = np.array(state_dict[key])
+        params[name] = value.T.copy() if transpose else value
+    if "bias_hh_l0" not in state_dict:
+        raise ValueError("state_dict: missing 'bias_hh_l0' (for 'b_h')")
+    params["b_h"] = params["b_h"] + np.asarray(state_dict["bias_hh_l0"])
+    for name, info in PARAMS.items():
+        _check_array(f"state_dict[{_TORCH[name][0]!r}]", params[name], info["shape"])
+    return params
 
 
 # --------------------------------------------------------------------- helpers
 
 
-def _finish(grads):
-    """Order the gradients as PARAMS, clip them as the spec says, collect h0."""
+def _check_clip(clip, clip_norm):
+    """The clipping of one call: the spec's values unless overridden; at most one non-zero."""
+    clip = _CLIP if clip is None else clip
+    clip_norm = _CLIP_NORM if clip_norm is None else clip_norm
+    for name, value in (("clip", clip), ("clip_norm", clip_norm)):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) or not 0 <= value < np.inf:
+            raise ValueError(f"{name}: expected a finite number >= 0 (0 = off) or None (the spec's), got {value!r}")
+    if clip and clip_norm:
+        raise ValueError(f"clip, clip_norm: at most one may be non-zero, got clip={clip!r}, clip_norm={clip_norm!r}")
+    return clip, clip_norm
+
+
+def _finish(grads, clip, clip_norm):
+    """Order the gradients as PARAMS, clip the parameter gradients, collect h0.
+
+    clip: every entry to [-clip, clip]. clip_norm: all of them scaled together by
+    min(1, clip_norm / (||g||_2 + 1e-6)), ||g||_2 over every entry (torch's clip_grad_norm_)."""
     out = {name: grads[name] for name in PARAMS}
-    if _CLIP:
+    if clip:
         for name in PARAMS:
-            np.clip(out[name], -_CLIP, _CLIP, out=out[name])
+            np.clip(out[name], -clip, clip, out=out[name])
+    elif clip_norm:
+        total = np.sqrt(sum(np.vdot(out[name], out[name]) for name in PARAMS))
+        scale = min(1.0, clip_norm / (total + 1e-6))
+        if scale < 1.0:
+            for name in PARAMS:
+                out[name] *= out[name].dtype.type(scale)
     out["xs"] = grads["xs"]
     out["h0"] = [grads["h0", layer] for layer in range(len(_HIDDEN))]
     return out
@@ -179,6 +275,15 @@ def _matmul_steps(a, b, out=None):
 def _contract_steps(a, b):
     """The sum over steps and batch rows of a_t^T b_t, as one matrix product."""
     return a.reshape(-1, a.shape[-1]).T @ b.reshape(-1, b.shape[-1])
+
+
+def _scatter_steps(index, values, classes):
+    """The sum over steps and batch rows of onehot(index_t)^T values_t: each row of values
+    added into the row its token index picks (no one-hot rows are built)."""
+    rows = values.reshape(-1, values.shape[-1])
+    out = np.zeros((classes, rows.shape[1]), dtype=values.dtype)
+    np.add.at(out, index.reshape(-1), rows)
+    return out
 
 
 def _older(delta):
@@ -232,6 +337,12 @@ def _check_xs(params, xs):
         dtypes.append(value.dtype)
     if not isinstance(xs, np.ndarray):
         xs = np.asarray(xs)
+    if xs.ndim == 2 and xs.dtype.kind in "iu":   # token indices, read as their one-hot rows
+        if not xs.shape[0] or not xs.shape[1]:
+            raise ValueError(f"xs: expected at least one step and one row, shape (T, B), got {xs.shape}")
+        if xs.min() < 0 or xs.max() >= 3:
+            raise ValueError("xs: token indices must be in [0, 3)")
+        return xs, np.result_type(np.float16, *dtypes)
     dtype = np.result_type(xs.dtype if xs.dtype.kind == "f" else np.float64, *dtypes)
     xs = _check_array("xs", xs, (None, None, 3), dtype)
     if not xs.shape[0] or not xs.shape[1]:
