@@ -205,6 +205,10 @@ class Derivation:
     def sym(self) -> Symbols:
         return self.unrolled.sym
 
+    def kept_steps(self, s: int) -> range:
+        """The steps whose terms the loss term at step s keeps (by truncation style)."""
+        return kept_steps(self.spec, s)
+
     @property
     def scale(self) -> sp.Expr:
         """The reduction's factor on L (mean divides by B and T; the derivation has B = 1)."""

@@ -320,11 +320,20 @@ class _Handout:
             if lines:
                 blocks += [self.step(time), Equations(lines)]
         truncate = self.spec.bptt.truncate
-        if truncate:
+        if truncate and self.spec.bptt.truncate_style == "chunk":
+            blocks.append(Paragraph((msg("truncation.chunk", truncate, k=Math(P.doprint(sp.Eq(k, truncate))),
+                                         steps=Text(str(truncate))),), msg("truncation.lead")))
+        elif truncate:
             window = msg("truncation.window", truncate, k=Math(P.doprint(sp.Eq(k, truncate))),
                          steps=Text(str(truncate)))
             blocks.append(Paragraph((window, msg("truncation.age", steps=Text(str(truncate)))),
                                     msg("truncation.lead")))
+        if truncate:   # the kept (s, k) pairs of the path sum: a band (window) or blocks (chunk)
+            T = int(self.T)
+            blocks += [Paragraph((msg("truncation.kept", s=Math("s"), k=Math("k")),)), Table(
+                (Math(r"s \backslash k"), *(Math(str(c)) for c in range(1, T + 1))),
+                tuple((Math(str(r)), *(Math(r"\bullet" if c in self.d.kept_steps(r) else r"\cdot")
+                                       for c in range(1, T + 1))) for r in range(1, T + 1)))]
         span = Math(rf"{P.doprint(sp.Eq(self.t, self.T))}, \dots, 1")
         return Section(msg("section.deltas", span=span), tuple(blocks))
 
@@ -348,7 +357,13 @@ class _Handout:
         if self.spec.bptt.clip:
             clip = sp.Float(self.spec.bptt.clip)
             interval = Math(P.doprint(sp.Interval(-clip, clip)))
-            blocks.append(Paragraph((msg("clipping.rule", interval=interval),), msg("clipping.lead")))
+            blocks.append(Paragraph((msg("clipping.rule", interval=interval), msg("clipping.direction")),
+                                    msg("clipping.lead")))
+        if self.spec.bptt.clip_norm:
+            g, n = sp.Symbol("g"), sp.Float(self.spec.bptt.clip_norm)
+            factor = Math(P.doprint(sp.Min(1, n / (sp.Symbol(r"\lVert g \rVert_2") + sp.Float(1e-6)), evaluate=False)))
+            blocks.append(Paragraph((msg("clipping.norm", factor=factor, g=Math(P.doprint(g))), msg("clipping.direction")),
+                                    msg("clipping.lead")))
         return Section(msg("section.grads"), tuple(blocks))
 
     def paths(self) -> Section:
@@ -362,6 +377,8 @@ class _Handout:
         s = sp.Integer(T) if last else t      # the step of the loss term
         truncate = self.spec.bptt.truncate
         window_low = sp.Max(1, s - truncate + 1) if truncate else 1
+        if truncate and self.spec.bptt.truncate_style == "chunk":   # the first step of s's chunk
+            window_low = truncate * sp.floor(sp.Mul(s - 1, sp.Pow(sp.Integer(truncate), -1, evaluate=False), evaluate=False)) + 1
         pred = self.d.unrolled.prediction(s)
         chain = [Partial(sym("loss", None, s), pred)]
         if m.output_size:

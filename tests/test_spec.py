@@ -122,7 +122,7 @@ CONVENTION_KEYS = {
     "": {"name", "title", "model", "loss", "bptt", "notation"},
     "model": {"cell", "input_size", "hidden_sizes", "output_size", "activation", "output_activation", "bias"},
     "loss": {"kind", "at", "reduction"},
-    "bptt": {"steps", "truncate", "clip"},
+    "bptt": {"steps", "truncate", "clip", "truncate_style", "clip_norm"},
     "notation": {"preset", "layout", "names"},
 }
 
@@ -192,7 +192,7 @@ def test_defaults_fill_every_optional_key() -> None:
         "model": {"cell": "elman", "input_size": 1, "hidden_sizes": [1], "output_size": 0,
                   "activation": "tanh", "output_activation": "identity", "bias": True},
         "loss": {"kind": "mse", "at": "every_step", "reduction": "sum"},
-        "bptt": {"steps": 3, "truncate": 0, "clip": 0.0},
+        "bptt": {"steps": 3, "truncate": 0, "clip": 0.0, "truncate_style": "window", "clip_norm": 0.0},
         "notation": {"preset": "d2l", "layout": "column", "names": {}},
     }
 

@@ -234,6 +234,7 @@ def module_view(derivation: "Derivation", command: str, template: str, local: Na
         "mean": spec.loss.reduction == "mean", "truncate": k, "chunk": spec.bptt.truncate if chunk else 0,
         "truncate_value": spec.bptt.truncate, "clip": repr(float(spec.bptt.clip)),
         "clip_norm": repr(float(spec.bptt.clip_norm)), "torch": _torch_view(params, spec), "pad_steps": 0,
+        "torch_out": '"out.weight" and "out.bias"' if m.bias else '"out.weight"',
         "hidden_sizes": repr(list(m.hidden_sizes)), "reversed_layers": list(reversed(layers)),
         "output_activation": m.output_activation,
         "style_note": "loop style", "math_note": "'s generic step rule",

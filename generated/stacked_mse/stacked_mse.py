@@ -211,45 +211,42 @@ def loss_and_grads(params, xs, targets, h0=None, *, return_state=False, clip=Non
     return loss, _finish(grads, clip, clip_norm)
 
 
-#: parameter -> (key in the state_dict of torch.nn.RNN, stored transposed there)
+#: parameter -> (its key in the state_dict of torch.nn.RNN, stored
+#: transposed there, the key of the second torch bias added into it)
 _TORCH = {
-    "W_1": ("weight_ih_l0", True),
-    "V_1": ("weight_hh_l0", True),
-    "b_1": ("bias_ih_l0", False),
-    "W_2": ("weight_ih_l1", True),
-    "V_2": ("weight_hh_l1", True),
-    "b_2": ("bias_ih_l1", False),
+    "W_1": ("weight_ih_l0", True, None),
+    "V_1": ("weight_hh_l0", True, None),
+    "b_1": ("bias_ih_l0", False, "bias_hh_l0"),
+    "W_2": ("weight_ih_l1", True, None),
+    "V_2": ("weight_hh_l1", True, None),
+    "b_2": ("bias_ih_l1", False, "bias_hh_l1"),
 }
 
 
 def to_torch(params):
-    """NumPy arrays keyed as the state_dict of torch.nn.RNN(num_layers=2); each bias goes in bias_ih, zeros in bias_hh."""
+    """NumPy arrays keyed as the state_dict of torch.nn.RNN(num_layers=2): each bias in bias_ih, zeros in bias_hh."""
     out = {}
-    for name, (key, transpose) in _TORCH.items():
+    for name, (key, transpose, hh_key) in _TORCH.items():
         value = np.asarray(params[name])
         out[key] = value.T.copy() if transpose else value.copy()
-    out["bias_hh_l0"] = np.zeros_like(out["bias_ih_l0"])
-    out["bias_hh_l1"] = np.zeros_like(out["bias_ih_l1"])
+        if hh_key:
+            out[hh_key] = np.zeros_like(out[key])
     return out
 
 
 def from_torch(state_dict):
-    """Parameters from a state_dict as to_torch writes it (any array-likes: torch tensors,
-    NumPy arrays); bias_ih and bias_hh are added into one bias."""
+    """Parameters from such a state_dict (any array-likes: torch tensors, NumPy arrays);
+    bias_ih and bias_hh are added into one bias."""
     params = {}
-    for name, (key, transpose) in _TORCH.items():
-        if key not in state_dict:
-            raise ValueError(f"state_dict: missing {key!r} (for {name!r})")
-        value = np.array(state_dict[key])
+    for name, (key, transpose, hh_key) in _TORCH.items():
+        for k in (key, hh_key) if hh_key else (key,):
+            if k not in state_dict:
+                raise ValueError(f"state_dict: missing {k!r} (for {name!r})")
+        value = np.asarray(state_dict[key]).copy()
+        if hh_key:
+            value = value + np.asarray(state_dict[hh_key])
         params[name] = value.T.copy() if transpose else value
-    if "bias_hh_l0" not in state_dict:
-        raise ValueError("state_dict: missing 'bias_hh_l0' (for 'b_1')")
-    params["b_1"] = params["b_1"] + np.asarray(state_dict["bias_hh_l0"])
-    if "bias_hh_l1" not in state_dict:
-        raise ValueError("state_dict: missing 'bias_hh_l1' (for 'b_2')")
-    params["b_2"] = params["b_2"] + np.asarray(state_dict["bias_hh_l1"])
-    for name, info in PARAMS.items():
-        _check_array(f"state_dict[{_TORCH[name][0]!r}]", params[name], info["shape"])
+        _check_array(f"state_dict[{key!r}]", params[name], PARAMS[name]["shape"])
     return params
 
 
