@@ -321,8 +321,8 @@ class _Handout:
                 blocks += [self.step(time), Equations(lines)]
         truncate = self.spec.bptt.truncate
         if truncate and self.spec.bptt.truncate_style == "chunk":
-            blocks.append(Paragraph((msg("truncation.chunk", truncate, k=Math(P.doprint(sp.Eq(k, truncate))),
-                                         steps=Text(str(truncate))),), msg("truncation.lead")))
+            blocks.append(Paragraph((msg("truncation.chunk", k=Math(P.doprint(sp.Eq(k, truncate)))),),
+                                    msg("truncation.lead")))
         elif truncate:
             window = msg("truncation.window", truncate, k=Math(P.doprint(sp.Eq(k, truncate))),
                          steps=Text(str(truncate)))
