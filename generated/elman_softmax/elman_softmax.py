@@ -142,8 +142,9 @@ def predict(params, xs, h0=None):
 
 
 def step(params, x, h=None):
-    """One time step, for sampling: x is (B, 3) floats or (B,) token indices, h the
-    per-layer state (as h0; None for zeros). Returns (y, h): what predict gives for the step, (B, 3), and the new state."""
+    """One time step, for sampling: x is (B, 3) floats or (B,) token indices, h the per-layer
+    state (as h0; None for zeros). Returns (y, h): y as predict gives it for this step,
+    (B, 3), and the new state."""
     x = np.asarray(x)
     xs = x[None]
     ys, cache = _predict(params, xs, h)
