@@ -302,11 +302,11 @@ def _contract_steps(a, b):
 
 def _scatter_steps(index, values, classes):
     """The sum over steps and batch rows of onehot(index_t)^T values_t: each row of values
-    added into the row its token index picks (no one-hot rows are built)."""
-    rows = values.reshape(-1, values.shape[-1])
-    out = np.zeros((classes, rows.shape[1]), dtype=values.dtype)
-    np.add.at(out, index.reshape(-1), rows)
-    return out
+    added into the row its token index picks (one bincount; no one-hot rows are built)."""
+    n = values.shape[-1]
+    slots = (index.reshape(-1, 1) * n + np.arange(n)).ravel()
+    out = np.bincount(slots, weights=values.reshape(-1), minlength=classes * n)
+    return out.reshape(classes, n).astype(values.dtype, copy=False)
 
 
 def _check_array(name, value, shape, dtype=None):
