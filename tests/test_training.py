@@ -431,3 +431,18 @@ def test_torch_gradients_agree_chunked() -> None:
     named = {**dict(rnn.named_parameters()), **{f"out.{k}": v for k, v in out.named_parameters()}}
     for k, p in named.items():
         np.testing.assert_allclose(got[k], p.grad.numpy(), err_msg=k, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("bptt, key", [('truncate = 2\ntruncate_style = "chunks"', "bptt.truncate_style"),
+                                       ("clip = 1.0\nclip_norm = 1.0", "bptt.clip_norm"),
+                                       ("clip_norm = -1.0", "bptt.clip_norm"),
+                                       ('clip_norm = "1"', "bptt.clip_norm")])
+def test_cli_rejects_bad_training_keys(tmp_path: Path, capsys: pytest.CaptureFixture, bptt: str, key: str) -> None:
+    from derive.cli import main
+
+    path = tmp_path / "bad.toml"
+    path.write_text(f'name = "bad"\n[model]\ninput_size = 2\nhidden_sizes = [2]\n[bptt]\n{bptt}\n', encoding="utf-8")
+    assert main(["build", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith("derive: error: ") and key in err, err
+    assert not (tmp_path / "out").exists()
