@@ -1,56 +1,43 @@
 """`derive build`: spec -> unroll -> derive -> document -> formats -> files, in that order.
 
-Files are written atomically, and a file that does not carry our generated-file marker
-is never overwritten unless `force` is given. Everything is rendered in memory first,
-so a failing build leaves the previous outputs untouched.
+Everything one command produces (every format of every spec) is rendered and typeset in
+memory first, then handed to `derive.files.write_all`, which writes all of it or nothing:
+a file that does not carry our generated-file marker is never overwritten unless `force`
+is given, and each file is written atomically.
 """
 from __future__ import annotations
 
-import os
+import re
 import sys
-import tempfile
 from pathlib import Path
 
-from derive import bptt, document
+from derive import bptt, document, files
 from derive.formats import FORMATS, STYLES, TEX_HINT, Job
 from derive.spec import Spec, SpecError
 
-#: Every generated text file carries this within its first lines.
-MARKER = "derive: generated file"
+MARKER = files.MARKER
+#: The regenerating command lands in every header (a docstring, TeX and Markdown comments):
+#: only these characters may pass, so it can never close the comment it sits in.
+COMMAND_CHARS = re.compile(r"[A-Za-z0-9_.=/ -]{0,200}")
 
 
-def _ours(path: Path) -> bool:
-    """True when `path` is absent or was written by derive (its marker is near the top)."""
-    if not path.exists():
-        return True
-    try:
-        with path.open("rb") as f:
-            # a PDF carries the marker in its info dictionary, near the end
-            head = f.read() if path.suffix == ".pdf" else f.read(4096)
-    except OSError:
-        return False
-    return MARKER.encode() in head
+def _validate(spec: object, formats: object, style: object, command: object) -> list[str]:
+    if not isinstance(spec, Spec):
+        raise SpecError([f"spec: must be a derive.spec.Spec, got {type(spec).__name__}"])
+    if isinstance(formats, str) or not isinstance(formats, (list, tuple)) or not formats or \
+            any(f not in FORMATS for f in formats):
+        raise SpecError([f"formats: must be a non-empty list of {', '.join(FORMATS)}, got {formats!r}"])
+    if style not in STYLES:
+        raise SpecError([f"style: {style!r} is not one of {', '.join(STYLES)}"])
+    if not isinstance(command, str) or not COMMAND_CHARS.fullmatch(command):
+        raise SpecError(["command: must be at most 200 letters, digits, spaces and _ . = / -"])
+    return [f for f in FORMATS if f in formats]
 
 
-def _write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def render(spec: Spec, formats: list[str], style: str = "loop", command: str = "") -> dict[str, bytes]:
+def render(spec: Spec, formats: list[str], style: str = "loop", command: str = "",
+           hint: bool = True) -> dict[str, bytes]:
     """Every file of the requested formats, in memory: file name -> content."""
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown or style not in STYLES:
-        raise SpecError([f"format: {', '.join(unknown)} is not one of {', '.join(FORMATS)}" if unknown
-                         else f"style: {style!r} is not one of {', '.join(STYLES)}"])
+    formats = _validate(spec, formats, style, command)
     derivation = bptt.derive(spec)                        # unroll and derive, once
     doc = document.build(derivation, command)             # the handout as data
     job = Job(derivation, doc, command, style)
@@ -59,7 +46,8 @@ def render(spec: Spec, formats: list[str], style: str = "loop", command: str = "
         if name in wanted:
             out = fmt.render(job)
             if out is None:
-                print(f"derive: note: {TEX_HINT}", file=sys.stderr)
+                if hint:
+                    print(f"derive: note: {TEX_HINT}", file=sys.stderr)
             else:
                 job.rendered.update(out)
     return {file: job.rendered[file] for f in formats for file in FORMATS[f].files(spec.name)
@@ -68,23 +56,37 @@ def render(spec: Spec, formats: list[str], style: str = "loop", command: str = "
 
 def render_all(spec: Spec, formats: list[str], style: str, command: str) -> dict[str, str]:
     """The requested text outputs, by format (tests and `derive check` read the module this way)."""
-    files = render(spec, formats, style, command)
-    return {f: files[f"{spec.name}.{f}"].decode("utf-8") for f in formats if f != "pdf"}
+    out = render(spec, formats, style, command)
+    return {f: out[f"{spec.name}.{f}"].decode("utf-8") for f in formats if f != "pdf"}
+
+
+def outputs(spec: Spec, folder: Path, *, formats: list[str], style: str = "loop",
+            command: str = "", force: bool = False, hint: bool = True) -> list[tuple[Path, bytes]]:
+    """The (path, bytes) of every requested output of one spec, produced in memory."""
+    formats = _validate(spec, formats, style, command)
+    folder = Path(folder)
+    targets = [folder / file for f in formats for file in FORMATS[f].files(spec.name)]
+    files.check(targets, force=force)   # fail fast; write_all checks again
+    return [(folder / file, data) for file, data in render(spec, formats, style, command, hint).items()]
 
 
 def build(spec: Spec, folder: Path, *, formats: list[str], style: str = "loop",
           force: bool = False, command: str = "") -> list[Path]:
     """Write the requested outputs of one spec into `folder`; return the paths written."""
-    if folder.exists() and not folder.is_dir():
-        raise SpecError([f"--out: {folder} exists and is not a folder"])
-    targets = [folder / file for f in formats for file in FORMATS[f].files(spec.name)]
-    if not force:
-        for path in targets:
-            if not _ours(path):
-                raise SpecError([f"{path}: exists and was not generated by derive; "
-                                 "move it away or pass --force"])
-    # everything is produced in memory first: a failure leaves the previous outputs intact
-    files = render(spec, formats, style, command)
-    for file, blob in files.items():
-        _write(folder / file, blob)
-    return [folder / file for file in files]
+    return files.write_all(outputs(spec, folder, formats=formats, style=style, command=command,
+                                   force=force), force=force)
+
+
+def build_many(jobs: list[tuple[Spec, Path, str]], *, formats: list[str], style: str = "loop",
+               force: bool = False) -> list[Path]:
+    """Build several specs (spec, folder, command) as one all-or-nothing write."""
+    names = [spec.name for spec, _, _ in jobs]
+    shared = sorted({n for n in names if names.count(n) > 1})
+    if shared:
+        raise SpecError([f"name: {', '.join(map(repr, shared))} is the name of more than one spec "
+                         "in this command; their files would overwrite each other"])
+    everything: list[tuple[Path, bytes]] = []
+    for i, (spec, folder, command) in enumerate(jobs):
+        everything += outputs(spec, folder, formats=formats, style=style, command=command,
+                              force=force, hint=i == 0)
+    return files.write_all(everything, force=force)

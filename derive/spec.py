@@ -22,8 +22,14 @@ TRUNCATE_STYLES = ("window", "chunk")
 #: The handout and the unrolled module write every step out; beyond this they would be
 #: unreadable and slow to typeset, so `steps` is capped (the loop module works for any T).
 MAX_STEPS = 200
-MAX_SIZE = 100_000
+MAX_SIZE = 4096
 MAX_LAYERS = 16
+#: Names and symbols land in file names, identifiers and headings: at most this long.
+MAX_NAME = 64
+#: A spec file is read in a bounded way: at most this many bytes ...
+MAX_FILE_BYTES = 1_000_000
+#: ... and tables and arrays nested at most this deep (a spec needs 3).
+MAX_DEPTH = 8
 #: A title lands in a LaTeX heading, a Markdown heading and a Python docstring: none of
 #: their special characters may pass (pdflatex here has no fonts beyond ASCII).
 TITLE_FORBIDDEN = "\\{}$%#&^_~\"'`<>|*[]"
@@ -77,6 +83,12 @@ class Notation:
     preset: str = "d2l"
     layout: str = ""                     # "" = the preset's own layout
     names: tuple[tuple[str, str], ...] = ()  # role -> symbol overrides, in file order
+
+    def __post_init__(self) -> None:
+        if isinstance(self.names, dict):   # a dict from Python code reads naturally
+            object.__setattr__(self, "names", tuple(self.names.items()))
+        elif isinstance(self.names, list):
+            object.__setattr__(self, "names", tuple(tuple(x) if isinstance(x, list) else x for x in self.names))
 
 
 @dataclass(frozen=True)
@@ -140,11 +152,43 @@ def _positive(problems: list[str], key: str, value: int, maximum: int = MAX_SIZE
         problems.append(f"{key}: must be an integer from 1 to {maximum}, got {value!r}")
 
 
+def _types(spec: Spec) -> list[str]:
+    """Wrong types of a spec built in Python: the parts, then every string field."""
+    problems = []
+    for key, kind in (("model", Model), ("loss", Loss), ("bptt", BPTT), ("notation", Notation)):
+        if not isinstance(getattr(spec, key), kind):
+            problems.append(f"{key}: must be a derive.spec.{kind.__name__}, got {type(getattr(spec, key)).__name__}")
+    if problems:
+        return problems
+    for key, value in (("model.cell", spec.model.cell), ("model.activation", spec.model.activation),
+                       ("model.output_activation", spec.model.output_activation),
+                       ("loss.kind", spec.loss.kind), ("loss.at", spec.loss.at),
+                       ("loss.reduction", spec.loss.reduction), ("notation.preset", spec.notation.preset),
+                       ("notation.layout", spec.notation.layout)):
+        if not isinstance(value, str):
+            problems.append(f"{key}: must be a string, got {_describe(value)}")
+    names = spec.notation.names
+    if not isinstance(names, tuple) or not all(
+            isinstance(x, tuple) and len(x) == 2 and all(isinstance(y, str) for y in x) for x in names):
+        problems.append("notation.names: must be a table (a dict) of role = \"symbol\" strings, "
+                        f"got {_describe(names)}")
+    else:
+        for role, symbol in names:
+            if len(symbol) > MAX_NAME:
+                problems.append(f"notation.names.{notation.toml_key(role[:MAX_NAME])}: at most {MAX_NAME} "
+                                f"characters, got {len(symbol)}")
+    return problems
+
+
 def _check(spec: Spec) -> list[str]:
     """Every problem of a spec built in Python or from TOML, one message each."""
-    problems: list[str] = []
+    problems: list[str] = _types(spec)
+    if problems:
+        return problems
     if not isinstance(spec.name, str) or not spec.name.isidentifier() or not spec.name.isascii():
-        problems.append(f"name: must be an ASCII Python identifier, got {spec.name!r}")
+        problems.append(f"name: must be an ASCII Python identifier, got {_describe(spec.name)}")
+    elif len(spec.name) > MAX_NAME:
+        problems.append(f"name: at most {MAX_NAME} characters, got {len(spec.name)}")
     elif spec.name.startswith("_") or notation.is_reserved(spec.name) or spec.name in ("np", "numpy"):
         problems.append(f"name: {spec.name!r} is reserved; use a plain identifier such as 'my_rnn'")
     if not isinstance(spec.title, str) or len(spec.title) > 200 or any(
@@ -173,6 +217,8 @@ def _check(spec: Spec) -> list[str]:
     _positive(problems, "bptt.steps", b.steps, MAX_STEPS)
     if not _is_int(b.truncate) or b.truncate < 0:
         problems.append(f"bptt.truncate: must be an integer >= 0 (0 = full BPTT), got {b.truncate!r}")
+    elif _is_int(b.steps) and 1 <= b.steps <= MAX_STEPS and b.truncate > b.steps:
+        problems.append(f"bptt.truncate: must be at most bptt.steps = {b.steps} (0 = full BPTT), got {b.truncate}")
     if isinstance(b.clip, bool) or not isinstance(b.clip, (int, float)) or not 0 <= b.clip < float("inf"):
         problems.append(f"bptt.clip: must be a finite number >= 0 (0 = no clipping), got {b.clip!r}")
     _choice(problems, "bptt.truncate_style", b.truncate_style, TRUNCATE_STYLES)
@@ -199,6 +245,15 @@ def _check(spec: Spec) -> list[str]:
     problems += notation.check(spec.notation.preset, spec.notation.layout, spec.notation.names,
                                layers=m.layers, output=m.output_size > 0, bias=m.bias)
     return problems
+
+
+def no_effect(spec: Spec) -> list[str]:
+    """Settings that are valid but change nothing, one warning each (the CLI prints them)."""
+    out = []
+    if spec.bptt.truncate and spec.bptt.truncate >= spec.bptt.steps:
+        out.append(f"bptt.truncate = {spec.bptt.truncate} has no effect with bptt.steps = "
+                   f"{spec.bptt.steps}: every gradient already goes back at most T steps (full BPTT)")
+    return out
 
 
 # --------------------------------------------------------------------------- TOML
@@ -272,8 +327,25 @@ def _describe(value: object) -> str:
     return f"{kind} {text}" if len(text) <= 40 else kind
 
 
+def _depth(table: dict, limit: int) -> int:
+    """How deeply tables and arrays nest below the top `table`, counting no further than `limit` + 1."""
+    deepest, level = 0, [(x, 0) for x in table.values()]
+    while level:
+        item, depth = level.pop()
+        if isinstance(item, (dict, list, tuple)):
+            deepest = max(deepest, depth + 1)
+            if deepest > limit:
+                return deepest
+            level += [(x, depth + 1) for x in (item.values() if isinstance(item, dict) else item)]
+    return deepest
+
+
 def from_dict(data: dict[str, Any]) -> Spec:
     """Build a spec from TOML-shaped data; every problem is reported at once."""
+    if not isinstance(data, dict):
+        raise SpecError([f"spec: must be a table (a dict), got {type(data).__name__}"])
+    if _depth(data, MAX_DEPTH) > MAX_DEPTH:
+        raise SpecError([f"spec: tables and arrays nest more than {MAX_DEPTH} levels deep"])
     problems: list[str] = []
     top = _read_table(data, "", problems)
     tables = {t: _read_table(top[t] if isinstance(top[t], dict) else {}, t, problems)
@@ -295,11 +367,14 @@ def load(path: str | Path) -> Spec:
     if path.is_dir():
         raise SpecError([f"{path}: is a directory, not a spec file"])
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as f:   # bounded: /dev/zero or a huge file fails at once
+            raw = f.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise SpecError([f"{path}: cannot read the spec file ({exc.strerror or exc})"]) from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise SpecError([f"{path}: larger than {MAX_FILE_BYTES} bytes; a spec is a short TOML file"])
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8").removeprefix("\ufeff")   # a UTF-8 BOM is allowed
     except UnicodeDecodeError:
         raise SpecError([f"{path}: not a UTF-8 text file; a spec is TOML text"]) from None
     if not text.strip():
@@ -308,6 +383,8 @@ def load(path: str | Path) -> Spec:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SpecError([f"{path}: not valid TOML ({exc})"]) from None
+    except RecursionError:
+        raise SpecError([f"{path}: tables and arrays nest more than {MAX_DEPTH} levels deep"]) from None
     return from_dict(data)
 
 
@@ -329,3 +406,25 @@ def preset_source(name: str) -> str:
     """The source document a preset reproduces, from the first comment line of its file."""
     text = resources.files("derive.presets").joinpath(f"{name}.toml").read_text("utf-8")
     return text.splitlines()[0].lstrip("# ").strip()
+
+
+def preset_text(name: str) -> str:
+    """A bundled preset's TOML, as shipped."""
+    if name not in preset_names():
+        raise SpecError([f"preset: unknown preset {name!r}; allowed: {', '.join(preset_names())}"])
+    return resources.files("derive.presets").joinpath(f"{name}.toml").read_text("utf-8")
+
+
+def starting_spec(name: str, base: str = "elman_softmax") -> str:
+    """The TOML of a new spec called `name`, a copy of the preset `base` (`derive init`)."""
+    if base not in preset_names():
+        raise SpecError([f"--preset: unknown preset {base!r}; allowed: {', '.join(preset_names())}"])
+    if not isinstance(name, str) or not name.isidentifier() or not name.isascii():
+        raise SpecError([f"name: must be an ASCII Python identifier, got {_describe(name)}"])
+    lines = preset_text(base).splitlines(keepends=True)
+    (i,) = [i for i, line in enumerate(lines) if line.startswith("name = ")]
+    lines[i] = f'name = "{name}"\n'
+    text = (f"# a starting spec, copied from the preset {base}: edit it, then run\n"
+            f"#     derive build {name}.toml\n" + "".join(lines))
+    from_dict(tomllib.loads(text))   # the name is validated like any spec's (length, reserved)
+    return text

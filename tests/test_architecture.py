@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from derive import bptt, build, check, formats, spec
+from derive import bptt, build, check, latex, spec
 from derive.emit import render
 from derive.emit.printers import HandoutLatexPrinter, LoopCodePrinter
 from derive.formats import FORMATS, Format, Job
@@ -110,14 +110,14 @@ def test_two_formats_may_not_collide_and_pdf_reads_the_latex(monkeypatch: pytest
     names = [f for fmt in FORMATS.values() for f in fmt.files("x")]
     assert len(names) == len(set(names))
     seen = {}
-    monkeypatch.setattr(formats.pdf, "typeset", lambda tex, name: seen.setdefault(name, tex) and b"%PDF")
+    monkeypatch.setattr(latex, "typeset", lambda tex, name: seen.setdefault(name, tex) and b"%PDF")
     files = build.render(preset("many_to_one_bce"), ["pdf"])
     assert list(files) == ["many_to_one_bce.pdf"]   # the .tex is rendered for the PDF, not returned
     assert seen["many_to_one_bce"].startswith(b"% derive: generated file")
 
 
 def test_unknown_format_or_style_is_a_spec_error() -> None:
-    with pytest.raises(spec.SpecError, match="format: docx is not one of"):
+    with pytest.raises(spec.SpecError, match="formats: must be a non-empty list of tex, pdf, md, py, got"):
         build.render(preset("elman_softmax"), ["docx"])
     with pytest.raises(spec.SpecError, match="style: 'bogus' is not one of loop, unrolled"):
         build.render(preset("elman_softmax"), ["py"], style="bogus")

@@ -72,7 +72,7 @@ def test_python_dash_m_works() -> None:
 
 def test_a_failed_build_leaves_the_previous_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                     capsys: pytest.CaptureFixture) -> None:
-    from derive.formats import pdf
+    from derive import latex
 
     assert main(["build", "--preset", "many_to_one_bce", "--out", str(tmp_path), "--format", "md,py"]) == 0
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
@@ -80,7 +80,7 @@ def test_a_failed_build_leaves_the_previous_outputs(tmp_path: Path, monkeypatch:
     def broken(tex: bytes, name: str) -> bytes:
         raise RuntimeError("pdflatex failed")
 
-    monkeypatch.setattr(pdf, "typeset", broken)
+    monkeypatch.setattr(latex, "typeset", broken)
     assert main(["build", "--preset", "many_to_one_bce", "--steps", "4", "--out", str(tmp_path),
                  "--format", "md,py,pdf"]) == 3
     assert capsys.readouterr().err.startswith("derive: error: internal error")

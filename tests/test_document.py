@@ -21,7 +21,7 @@ import pytest
 
 from derive import bptt, document, notation, unroll
 from derive.build import render_all
-from derive.formats.pdf import typeset as _pdf
+from derive.latex import typeset as _pdf
 from derive.document import Block, Code, Document, Figure, Math, Message, Section, Text, msg
 from derive.emit import render
 from derive.formats import documents, latex, markdown

@@ -507,9 +507,8 @@ def test_cli_bad_file_one_line_exit_2(case: str, tmp_path: Path, capsys: pytest.
     (["check", "a.toml", "--preset", "stacked_mse"], "--preset"),
     (["check", "--preset", "stacked_mse", "--bogus"], "--bogus"),
     (["frobnicate"], "frobnicate"),
-    ([], "command"),
 ], ids=["unknown-preset", "steps-zero", "steps-too-many", "steps-not-int", "nothing-to-check",
-        "file-and-preset", "unknown-option", "unknown-command", "no-command"])
+        "file-and-preset", "unknown-option", "unknown-command"])
 def test_cli_bad_usage_one_line_exit_2(argv: list[str], words: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(argv) == 2
     assert words in _one_error_line(capsys)

@@ -20,17 +20,24 @@ _TERM_ORDER = ("hidden_grad", "projection", "input_weight", "output_weight", "ou
                "logits", "target", "upstream", "recurrent_weight", "bias", "output_bias", "delta")
 
 
-def _term_key(sym: Symbols, term: sp.Expr) -> tuple[int, int, str]:
-    """Rank by role, then by time step (so step 10 follows step 9), then by text."""
-    infos = [sym.info[s] for s in term.atoms(sp.MatrixSymbol) if s in sym.info]
-    ranks = [_TERM_ORDER.index(q.role) for q in infos if q.role in _TERM_ORDER]
-    times = [int(q.time) for q in infos if q.time is not None and q.time.is_Integer]
-    return (min(ranks) if ranks else len(_TERM_ORDER), max(times, default=0), str(term))
+def _ordered(sym: Symbols, terms) -> list[sp.Expr]:
+    """Terms ranked by role, then by time step (so step 10 follows step 9), then by text;
+    the text (slow to print) is only looked at where role and step tie."""
+    def rank(term: sp.Expr) -> tuple[int, int]:
+        infos = [sym.info[s] for s in term.atoms(sp.MatrixSymbol) if s in sym.info]
+        ranks = [_TERM_ORDER.index(q.role) for q in infos if q.role in _TERM_ORDER]
+        times = [int(q.time) for q in infos if q.time is not None and q.time.is_Integer]
+        return (min(ranks) if ranks else len(_TERM_ORDER), max(times, default=0))
+
+    keys = {term: rank(term) for term in terms}
+    if len(set(keys.values())) == len(keys) == len(terms):
+        return sorted(terms, key=keys.__getitem__)
+    return sorted(terms, key=lambda e: (*keys[e], str(e)))
 
 
 def _ordered_sum(printer: "HandoutLatexPrinter | LoopCodePrinter", expr: sp.MatAdd) -> str:
     """Terms in the documents' order; a term printed with a leading minus is subtracted."""
-    terms = sorted(expr.args, key=lambda e: _term_key(printer.sym, e))
+    terms = _ordered(printer.sym, expr.args)
     out = printer._print(terms[0])
     for term in terms[1:]:
         text = printer._print(term)
@@ -323,8 +330,7 @@ class LoopCodePrinter(NumPyPrinter):
         """Statements that write a vector-valued sum into the array `target` in place:
         one `np.matmul(..., out=target)` for a product term, then `+=` for the others."""
         expr = expr.T if self.column else expr
-        terms = sorted(expr.args if isinstance(expr, sp.MatAdd) else [expr],
-                       key=lambda e: _term_key(self.sym, e))
+        terms = _ordered(self.sym, expr.args if isinstance(expr, sp.MatAdd) else [expr])
         def plain_product(e: sp.Expr) -> bool:   # A @ B, not a scaled or inner product
             return (isinstance(e, sp.MatMul) and len(e.args) == 2
                     and all(isinstance(f, sp.MatrixExpr) for f in e.args)

@@ -11,7 +11,7 @@ zero row for delta_{T+1}.
 """
 from __future__ import annotations
 
-import ast
+import re
 import builtins
 import keyword
 import pprint
@@ -65,10 +65,21 @@ class Namer:
         return self.chosen[base]
 
 
-def used_helpers(code: str) -> list[str]:
-    """The optional helpers that the rendered code calls, in `HELPERS` order."""
-    names = {n.id for n in ast.walk(ast.parse(code)) if isinstance(n, ast.Name)}
-    return [h for h in HELPERS if h in names]
+def used_helpers(view: dict) -> list[str]:
+    """The optional helpers that the view's printed lines call, in `HELPERS` order (the
+    templates themselves call none of them)."""
+    def strings(x):
+        if isinstance(x, str):
+            yield x
+        elif isinstance(x, dict):
+            for value in x.values():
+                yield from strings(value)
+        elif isinstance(x, (list, tuple)):
+            for value in x:
+                yield from strings(value)
+
+    text = "\n".join(strings(view))
+    return [h for h in HELPERS if re.search(rf"\b{h}\(", text)]
 
 
 def _param_view(sym, local: Namer) -> list[dict]:
@@ -230,7 +241,8 @@ def module_view(derivation: "Derivation", command: str, template: str, local: Na
         "params": params, "layout": spec.layout, "spec_repr": pprint.pformat(spec.to_dict(), sort_dicts=False, width=88),
         "layers": layers, "top": h[L], "top_size": m.hidden_sizes[-1], "num_layers": L,
         "input_size": m.input_size, "output_size": m.output_size, "output": output, "dtop": dtop,
-        "loss": loss_line, "class_targets": loss.target == "class", "loss_kind": spec.loss.kind, "last_step": spec.loss.at == "last_step",
+        "loss": loss_line, "class_targets": loss.target == "class",
+        "probability_targets": loss.target == "probability", "loss_kind": spec.loss.kind, "last_step": spec.loss.at == "last_step",
         "mean": spec.loss.reduction == "mean", "truncate": k, "chunk": spec.bptt.truncate if chunk else 0,
         "truncate_value": spec.bptt.truncate, "clip": repr(float(spec.bptt.clip)),
         "clip_norm": repr(float(spec.bptt.clip_norm)), "torch": _torch_view(params, spec), "pad_steps": 0,
@@ -323,6 +335,9 @@ def unrolled_view(derivation: "Derivation", labels: dict, command: str, template
                 for l in range(1, L + 1)]
     view.update({"style_note": f"unrolled for T = {T}", "math_note": ", labelled with its handout equation",
                  "pad_steps": T - 1,
+                 # token indices read as one-hot rows (the straight-line form has no gather)
+                 "tokens_forward": f"_one_hot(tokens, {m.input_size}, dtype)",
+                 "tokens_backward": f'_one_hot(xs, {m.input_size}, cache["h_final"][0].dtype)',
                  "steps": T, "forward_steps": forward_steps, "deltas": deltas,
                  "unrolled_grads": grads, "xs_grads": xs_grads, "h0_grads": h0_grads})
     return view
@@ -344,7 +359,6 @@ class ModuleFormat(Format):
             view = module_view(job.derivation, job.command, template)
         else:
             view = unrolled_view(job.derivation, equation_labels(job.derivation), job.command, template)
-        # a module defines only the helpers its code calls: render, look, render with them
-        body = render.render(template, {**view, "helpers": []})
-        code = render.render(template, {**view, "helpers": used_helpers(body)})
+        # a module defines only the helpers its printed lines call
+        code = render.render(template, {**view, "helpers": used_helpers(view)})
         return {f"{job.name}.py": code.encode("utf-8")}

@@ -6,6 +6,10 @@ Regenerate with: derive build --all
 
 Arrays are time-major with batch rows: xs has shape (T, B, 3). Every line
 of math below is printed by SymPy from the derivation's generic step rule.
+
+Every function checks its arguments and raises ValueError naming the wrong one. As in
+scipy.linalg, check_finite=True (the default) also refuses NaN and infinity in the inputs;
+check_finite=False skips that scan. Returned arrays never share memory with the cache.
 """
 import numpy as np
 
@@ -52,11 +56,16 @@ def init_params(seed=0, scale=0.1):
     return params
 
 
-def forward(params, xs, h0=None):
+def forward(params, xs, h0=None, *, check_finite=True):
     """Run the network over xs (T, B, 3); return the top hidden states and a cache."""
-    xs, dtype = _check_xs(params, xs)
+    hs, cache = _forward(params, xs, h0, check_finite)
+    return hs.copy(), cache   # a copy: changing hs never changes what backward() sees
+
+
+def _forward(params, xs, h0, check_finite):
+    xs, dtype = _check_xs(params, xs, check_finite)
     T, B = xs.shape[:2]
-    h0 = _check_h0(h0, B, dtype)
+    h0 = _check_h0(h0, B, dtype, check_finite)
     p = {name: np.asarray(params[name], dtype=dtype) for name in PARAMS}
 
     # layer 1: input projection of all steps at once, then the recurrence
@@ -87,13 +96,13 @@ def forward(params, xs, h0=None):
     return h[1:], cache
 
 
-def backward(dhs, cache, *, clip=None, clip_norm=None):
+def backward(dhs, cache, *, clip=None, clip_norm=None, check_finite=True):
     """BPTT given the upstream gradient dhs (T, B, 4) on the top hidden states.
 
     clip and clip_norm override the spec's clipping for this call (None keeps it, 0 = off)."""
     clip, clip_norm = _check_clip(clip, clip_norm)
-    xs = cache["xs"]
-    dhs = _check_array("dhs", dhs, xs.shape[:2] + (4,), cache["h_final"][0].dtype)
+    xs = _check_cache(cache)
+    dhs = _check_array("dhs", dhs, xs.shape[:2] + (4,), cache["h_final"][0].dtype, check_finite)
     grads = _backward(dhs, cache)
     grads["W_hy"] = np.zeros_like(cache["params"]["W_hy"])
     grads["b_y"] = np.zeros_like(cache["params"]["b_y"])
@@ -136,23 +145,23 @@ def _backward(dtop, cache):
     return grads
 
 
-def predict(params, xs, h0=None):
+def predict(params, xs, h0=None, *, check_finite=True):
     """The model's outputs after the output layer, shape (T, B, 3)."""
-    return _predict(params, xs, h0)[0]
+    return _predict(params, xs, h0, check_finite)[0]
 
 
-def step(params, x, h=None):
+def step(params, x, h=None, *, check_finite=True):
     """One time step, for sampling: x is (B, 3) floats or (B,) token indices, h the per-layer
     state (as h0; None for zeros). Returns (y, h): y as predict gives it for this step,
     (B, 3), and the new state."""
-    x = np.asarray(x)
+    x = _as_array("x", x, (None, 3))
     xs = x[None]
-    ys, cache = _predict(params, xs, h)
+    ys, cache = _predict(params, xs, h, check_finite)
     return ys[0], [cache["h"][1]]
 
 
-def _predict(params, xs, h0):
-    hs, cache = forward(params, xs, h0)
+def _predict(params, xs, h0, check_finite):
+    hs, cache = _forward(params, xs, h0, check_finite)
     p = cache["params"]
     W_hy = p["W_hy"]
     b_y = p["b_y"]
@@ -160,17 +169,17 @@ def _predict(params, xs, h0):
     return _softmax(logits), cache
 
 
-def loss_and_grads(params, xs, targets, h0=None, *, return_state=False, clip=None, clip_norm=None):
+def loss_and_grads(params, xs, targets, h0=None, *, return_state=False, clip=None, clip_norm=None, check_finite=True):
     """Forward, loss (cross_entropy) and every gradient in one call.
 
     return_state=True also returns h_final (as cache["h_final"]), to carry the state into the
     next chunk. clip and clip_norm override the spec's clipping for this call (None keeps it,
     0 = off); they apply to parameter gradients only."""
     clip, clip_norm = _check_clip(clip, clip_norm)
-    hs, cache = forward(params, xs, h0)
+    hs, cache = _forward(params, xs, h0, check_finite)
     T, B = hs.shape[:2]
     dtype = hs.dtype
-    targets = _check_targets(targets, (T, B), dtype)
+    targets = _check_targets(targets, (T, B), dtype, check_finite)
     p = cache["params"]
     W_hy = p["W_hy"]
     b_y = p["b_y"]
@@ -306,31 +315,57 @@ def _one_hot(labels, classes, dtype):
     return out
 
 
-def _check_array(name, value, shape, dtype=None):
+def _as_array(name, value, shape):
+    """np.asarray, but a ragged or non-numeric value is a ValueError naming the argument."""
+    if isinstance(value, np.ndarray):
+        return value
+    try:
+        return np.asarray(value)
+    except (ValueError, TypeError):
+        want = ", ".join("?" if s is None else str(s) for s in shape)
+        raise ValueError(f"{name}: expected a real array of shape ({want}), got a ragged or "
+                         f"non-numeric {type(value).__name__}") from None
+
+
+def _check_finite(name, value):
+    """NaN or infinity anywhere in a float array (one pass; integers are always finite)."""
+    if value.dtype.kind == "f" and not np.isfinite(value).all():
+        raise ValueError(f"{name}: contains NaN or infinity (check_finite=False skips this check)")
+
+
+def _check_array(name, value, shape, dtype=None, check_finite=False):
     """The array itself when it is right already (the usual case costs a few checks)."""
-    if not isinstance(value, np.ndarray):
-        value = np.asarray(value)
+    value = _as_array(name, value, shape)
     got = value.shape
     if value.dtype.kind not in "fiu" or len(got) != len(shape) or (
             got != shape and any(want is not None and g != want for g, want in zip(got, shape))):
         want = ", ".join("?" if s is None else str(s) for s in shape)
         raise ValueError(f"{name}: expected a real array of shape ({want}), got {value.dtype} {value.shape}")
+    if check_finite:
+        _check_finite(name, value)
     if dtype is None or value.dtype == dtype:
         return value
     return value.astype(dtype)
 
 
-def _check_xs(params, xs):
+def _check_xs(params, xs, check_finite):
+    if not isinstance(params, dict) and not (hasattr(params, "keys") and hasattr(params, "__getitem__")):
+        raise ValueError(f"params: expected a dict of arrays keyed {', '.join(PARAMS)} "
+                         f"(see PARAMS), got {type(params).__name__}")
+    for name in params:
+        if name not in PARAMS:
+            raise ValueError(f"params: unknown key {name!r}; expected exactly {', '.join(PARAMS)}")
     dtypes = []
     for name, info in PARAMS.items():
         if name not in params:
             raise ValueError(f"params: missing {name!r} of shape {info['shape']}")
         value = params[name]
-        if getattr(value, "shape", None) != info["shape"] or value.dtype.kind not in "fiu":
+        if getattr(value, "shape", None) != info["shape"] or getattr(value, "dtype", np.dtype(object)).kind not in "fiu":
             value = _check_array(f"params[{name!r}]", value, info["shape"])   # says what is wrong
+        if check_finite:
+            _check_finite(f"params[{name!r}]", value)
         dtypes.append(value.dtype)
-    if not isinstance(xs, np.ndarray):
-        xs = np.asarray(xs)
+    xs = _as_array("xs", xs, (None, None, 3))
     if xs.ndim == 2 and xs.dtype.kind in "iu":   # token indices, read as their one-hot rows
         if not xs.shape[0] or not xs.shape[1]:
             raise ValueError(f"xs: expected at least one step and one row, shape (T, B), got {xs.shape}")
@@ -338,23 +373,32 @@ def _check_xs(params, xs):
             raise ValueError("xs: token indices must be in [0, 3)")
         return xs, np.result_type(np.float16, *dtypes)
     dtype = np.result_type(xs.dtype if xs.dtype.kind == "f" else np.float64, *dtypes)
-    xs = _check_array("xs", xs, (None, None, 3), dtype)
+    xs = _check_array("xs", xs, (None, None, 3), dtype, check_finite)
     if not xs.shape[0] or not xs.shape[1]:
         raise ValueError(f"xs: expected at least one step and one row, shape (T, B, 3), got {xs.shape}")
     return xs, dtype
 
 
-def _check_h0(h0, B, dtype):
+def _check_h0(h0, B, dtype, check_finite):
     if h0 is None:
         return [0] * len(_HIDDEN)   # broadcast into the first row of each layer's states
-    if len(h0) != len(_HIDDEN):
-        raise ValueError(f"h0: expected a list of {len(_HIDDEN)} arrays of shapes {[(B, s) for s in _HIDDEN]}")
-    return [_check_array(f"h0[{i}]", h, (B, size), dtype) for i, (h, size) in enumerate(zip(h0, _HIDDEN))]
+    if not isinstance(h0, (list, tuple)) or len(h0) != len(_HIDDEN):
+        raise ValueError(f"h0: expected a list of {len(_HIDDEN)} arrays of shapes "
+                         f"{[(B, s) for s in _HIDDEN]} or None, got {type(h0).__name__}")
+    return [_check_array(f"h0[{i}]", h, (B, size), dtype, check_finite) for i, (h, size) in enumerate(zip(h0, _HIDDEN))]
 
 
-def _check_targets(targets, batch, dtype):
+def _check_cache(cache):
+    """The cache of forward(), untouched: its keys, and xs as forward() left it."""
+    if not isinstance(cache, dict) or len(cache) != len(_HIDDEN) + 3 or not {"params", "xs", "h_final"} <= cache.keys() \
+            or not isinstance(cache["xs"], np.ndarray) or cache["xs"].ndim not in (2, 3):
+        raise ValueError("cache: expected the cache returned by forward(params, xs, h0)")
+    return cache["xs"]
+
+
+def _check_targets(targets, batch, dtype, check_finite):
     batch = batch if isinstance(batch, tuple) else (batch,)
-    targets = np.asarray(targets)
+    targets = _as_array("targets", targets, batch)
     if targets.dtype.kind not in "iu" or targets.shape != batch:
         raise ValueError(f"targets: expected integer class indices of shape {batch}, got {targets.dtype} {targets.shape}")
     if targets.size and (targets.min() < 0 or targets.max() >= 3):
