@@ -47,7 +47,7 @@ def generated_module(vocab: int, hidden: int, folder: Path):
         "name": "char_bench", "model": {"input_size": vocab, "hidden_sizes": [hidden], "output_size": vocab,
                                         "activation": "tanh", "output_activation": "softmax"},
         "loss": {"kind": "cross_entropy"},
-        "bptt": {"steps": 3, "truncate": T, "truncate_style": "chunk", "clip_norm": 5.0},
+        "bptt": {"steps": T, "truncate": T, "truncate_style": "chunk", "clip_norm": 5.0},
     })
     build.build(s, folder, formats=["py"], command="python benchmarks/bench_train.py")
     loader = importlib.util.spec_from_file_location("char_bench", folder / "char_bench.py")

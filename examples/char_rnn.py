@@ -49,7 +49,7 @@ def generate(vocab: int, hidden: int, chunk: int, clip_norm: float, folder: Path
         "model": {"input_size": vocab, "hidden_sizes": [hidden], "output_size": vocab,
                   "activation": "tanh", "output_activation": "softmax"},
         "loss": {"kind": "cross_entropy"},
-        "bptt": {"steps": 3, "truncate": chunk, "truncate_style": "chunk", "clip_norm": clip_norm},
+        "bptt": {"steps": chunk, "truncate": chunk, "truncate_style": "chunk", "clip_norm": clip_norm},
     })
     build.build(model, folder, formats=["py"], command="python examples/char_rnn.py")
     loader = importlib.util.spec_from_file_location("char_rnn", folder / "char_rnn.py")
