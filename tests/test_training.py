@@ -446,3 +446,17 @@ def test_cli_rejects_bad_training_keys(tmp_path: Path, capsys: pytest.CaptureFix
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and err.startswith("derive: error: ") and key in err, err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name, rows", [
+    ("chunked_elman", ["x....", "xx...", "..x..", "..xx.", "....x"]),   # blocks of k = 2
+    ("truncated_elman", ["x..", "xx.", ".xx"]),                         # a band of width k = 2
+])
+def test_handout_shows_the_kept_pairs(name: str, rows: list[str], tmp_path: Path) -> None:
+    build.build(specs.preset(name), tmp_path, formats=["md"], command="pytest")
+    text = (tmp_path / f"{name}.md").read_text(encoding="utf-8")
+    table = [line for line in text.splitlines() if line.startswith("| $") and ("bullet" in line or "cdot" in line)]
+    got = ["".join("x" if "bullet" in cell else "." for cell in line.strip("|").split("|")[1:]) for line in table]
+    assert got == rows
+    kind = "chunked truncation" if name == "chunked_elman" else "truncated BPTT"
+    assert kind in text and "keeps its direction" in text   # both clip: the direction sentence
