@@ -464,3 +464,9 @@ def test_handout_shows_the_kept_pairs(name: str, rows: list[str], tmp_path: Path
     assert got == rows
     kind = "chunked truncation" if name == "chunked_elman" else "truncated BPTT"
     assert kind in text and "keeps its direction" in text   # both clip: the direction sentence
+
+
+def test_derive_check_module_rows_with_chunk_and_clip_norm() -> None:
+    """derive check's module rows: the module (chunked, clipped by norm) against (a) and FD."""
+    rows = check.module_rows(specs.preset("chunked_elman"))
+    assert len(rows) == 5 and all(r.ok for r in rows), rows
