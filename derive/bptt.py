@@ -117,14 +117,22 @@ class Backward:
 
 
 def reverse(assigns: list[Assign], seeds: list[tuple[sp.MatrixSymbol, sp.MatrixExpr]], sym: Symbols,
-            truncate: int = 0, givens: dict[sp.MatrixSymbol, sp.MatrixExpr] | None = None) -> Backward:
+            truncate: int = 0, givens: dict[sp.MatrixSymbol, sp.MatrixExpr] | None = None,
+            style: str = "window") -> Backward:
     """Reverse mode over `assigns`, naming the adjoint of every pre-activation and logit.
 
-    With truncation each adjoint carries its age, the number of steps it has travelled
-    back from its loss term, and contributions aged `truncate` or more are dropped.
+    With window truncation each adjoint carries its age, the number of steps it has
+    travelled back from its loss term, and contributions aged `truncate` or more are
+    dropped. With chunk truncation the steps are cut into chunks of `truncate` steps and
+    no gradient crosses a chunk border: the state h_j that ends a chunk (j a multiple of
+    `truncate`) is read by the next chunk as a constant, its h0 (PyTorch's detach).
     `givens` are adjoints taken as known (the step rule's delta_{t+1}).
     """
     givens = givens or {}
+    chunk = bool(truncate) and style == "chunk"
+    chunk_size = truncate
+    if chunk:
+        truncate = 0    # no ages: a chunk border cuts every path through it
     ages = list(range(truncate)) if truncate else [None]
     first_age = ages[0]
     defined = {a.lhs for a in assigns}
@@ -156,6 +164,8 @@ def reverse(assigns: list[Assign], seeds: list[tuple[sp.MatrixSymbol, sp.MatrixE
                     leaf_age = age + int(a.time - lq.time)
                     if leaf_age >= truncate:
                         continue
+                if chunk and leaf in defined and lq.time != a.time and int(lq.time) % chunk_size == 0:
+                    continue    # h_j ends a chunk: the next chunk reads it as its constant h0
                 if leaf in defined:
                     pending[(leaf, leaf_age)].append(expr)
                 else:
@@ -195,6 +205,10 @@ class Derivation:
     def sym(self) -> Symbols:
         return self.unrolled.sym
 
+    def kept_steps(self, s: int) -> range:
+        """The steps whose terms the loss term at step s keeps (by truncation style)."""
+        return kept_steps(self.spec, s)
+
     @property
     def scale(self) -> sp.Expr:
         """The reduction's factor on L (mean divides by B and T; the derivation has B = 1)."""
@@ -208,7 +222,8 @@ def derive(spec: Spec) -> Derivation:
     sym = unrolled.sym
     scale = loss_scale(spec)
     seeds = [output_rule(unrolled, time, scale) for time in unrolled.loss_steps]
-    back = reverse(unrolled.forward, seeds, sym, spec.bptt.truncate)
+    style = spec.bptt.truncate_style
+    back = reverse(unrolled.forward, seeds, sym, spec.bptt.truncate, style=style)
     uses = {p: _group(back.uses.get(p, [])) for p in sym.params()}
     totals = {p: (sp.MatAdd(*[e for _, e in c]) if len(c) > 1 else c[0][1]) if c
               else sp.ZeroMatrix(*p.shape) for p, c in uses.items()}
@@ -216,7 +231,7 @@ def derive(spec: Spec) -> Derivation:
     L = spec.model.layers
     recurrent = [a for a in unrolled.forward if a.layer is not None and a.layer <= L]
     upstream = reverse(recurrent, [(sym("hidden", L, time), sym("hidden_grad", L, time)) for time in unrolled.times],
-                       sym, spec.bptt.truncate)
+                       sym, spec.bptt.truncate, style=style)
     return Derivation(unrolled, back.deltas, seeds, uses, totals, data, step_rule(spec, sym), upstream)
 
 
@@ -304,12 +319,24 @@ def step_rule(spec: Spec, sym: Symbols | None = None) -> StepRule:
 
 # --------------------------------------------------------------------------- path sums
 
+def kept_steps(spec: Spec, s: int) -> range:
+    """The steps k whose terms the loss term E_s keeps in the path sum, by truncation style:
+    full BPTT 1..s; window k > s - truncate (Williams & Peng BPTT(k;1)); chunk, the steps of
+    s's own chunk of `truncate` steps (BPTT(k;k), PyTorch's detach at chunk borders)."""
+    k = spec.bptt.truncate
+    if not k:
+        return range(1, s + 1)
+    if spec.bptt.truncate_style == "chunk":
+        return range((s - 1) // k * k + 1, s + 1)
+    return range(max(1, s - k + 1), s + 1)
+
+
 def path_sums(spec: Spec, unrolled: Unrolled | None = None) -> dict[sp.MatrixSymbol, sp.MatrixExpr]:
     """Form (b): dL/dθ = Σ_s Σ_k dE_s/dh_s (Π_j ∂h_j/∂h_{j-1}) ∂⁺h_k/∂θ, with explicit Jacobians.
 
     Written in column-vector math (row layouts are transposed in and out), with the
-    stacked state's Jacobian assembled block by block, and the truncation window
-    s - k < truncate applied to the sum.
+    stacked state's Jacobian assembled block by block, and the kept (s, k) pairs of the
+    truncation style applied to the sum (`kept_steps`).
     """
     unrolled = unrolled or unroll(spec)
     sym, m = unrolled.sym, spec.model
@@ -351,7 +378,9 @@ def path_sums(spec: Spec, unrolled: Unrolled | None = None) -> dict[sp.MatrixSym
             g_top = col(rule)
         # adjoint of the stacked state at step k from E_s alone: (J_{k+1}...J_s)^T g_s
         state: dict[int, sp.MatrixExpr] = {L: g_top}
-        for k in range(s, max(0, s - k_max), -1):
+        # the steps whose terms E_s keeps: window, s - k < truncate; chunk, k in s's chunk
+        first = kept_steps(spec, s).start
+        for k in range(s, first - 1, -1):
             for l in range(1, L + 1):
                 parts = [sp.MatMul(P(top, l, k).T, state[top]) for top in range(l, L + 1) if top in state]
                 if not parts:
@@ -362,7 +391,7 @@ def path_sums(spec: Spec, unrolled: Unrolled | None = None) -> dict[sp.MatrixSym
                 terms[sym("recurrent_weight", l)].append(col(sp.MatMul(delta, col(sym("hidden", l, k - 1)).T)))
                 if m.bias:
                     terms[sym("bias", l)].append(col(delta))
-            if k - 1 < 1 or s - (k - 1) >= k_max:
+            if k - 1 < first:
                 continue
             state = {n: sp.MatAdd(*[sp.MatMul(J(l, n, k).T, state[l]) for l in range(n, L + 1) if l in state])
                      for n in range(1, L + 1) if any(l in state for l in range(n, L + 1))}

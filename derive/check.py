@@ -15,7 +15,8 @@ Numeric rows (float64, at the spec's sizes, or reduced above `NUMERIC_CAP`): (a)
 (a) and central differences, for `loss_and_grads` and for `backward`.
 
 With truncation the loss term at step s is differentiated with the states entering its
-window (s - k < truncate) held constant, which is the definition of truncated BPTT.
+window (s - k < truncate), or its chunk (truncate_style = "chunk"), held constant, which
+is the definition of truncated BPTT.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ from derive import bptt
 from derive.evaluate import NumPyBackend, SymPyBackend, evaluate
 from derive.rules import ACTIVATIONS, LOSSES, u, v
 from derive.rules.activations import elementary
-from derive.spec import BPTT, Loss, Spec
+from derive.spec import Loss, Spec
 from derive.unroll import Unrolled, step
 from derive.unroll import t as T_SYM
 
@@ -226,7 +227,8 @@ def windowed_loss(d: bptt.Derivation, env: dict, backend: Any, live: dict, froze
     total = 0
     for term in unrolled.losses:
         s = int(term.time)
-        start = max(1, s - k + 1)
+        # the steps E_s reaches: window, the k steps ending at s; chunk, s's own chunk of k steps
+        start = (s - 1) // k * k + 1 if spec.bptt.truncate_style == "chunk" else max(1, s - k + 1)
         local = {**env, **live}
         for l in range(1, spec.model.layers + 1):
             if start > 1:
@@ -390,8 +392,7 @@ def exact_spec(spec: Spec, steps: int | None = None, size: int = EXACT_SIZE) -> 
     out = dataclasses.replace(spec, model=model)
     if steps is not None and steps < spec.bptt.steps:
         b = spec.bptt
-        out = dataclasses.replace(out, bptt=BPTT(steps=steps, truncate=b.truncate if b.truncate < steps else 0,
-                                                 clip=b.clip))
+        out = dataclasses.replace(out, bptt=dataclasses.replace(b, steps=steps, truncate=b.truncate if b.truncate < steps else 0))
     return out
 
 
@@ -565,7 +566,11 @@ def numeric_spec(spec: Spec, cap: int = NUMERIC_CAP) -> Spec:
     return dataclasses.replace(spec, model=model)
 
 
-def _clip(values: dict, c: float) -> dict:
+def _clip(values: dict, c: float, norm: float = 0.0) -> dict:
+    """Elementwise clipping to [-c, c], or torch's clip_grad_norm_ (its 1e-6 included)."""
+    if norm:
+        total = np.sqrt(sum(float(np.sum(v * v)) for v in values.values()))
+        return {p: v * min(1.0, norm / (total + 1e-6)) for p, v in values.items()}
     return {p: np.clip(v, -c, c) for p, v in values.items()} if c else values
 
 
@@ -591,19 +596,19 @@ def numeric(spec: Spec, seed: int = 0, exact_diff: bool = False, path_sums_only:
     env = numeric_env(d.unrolled, np.random.default_rng(seed))
     backend = NumPyBackend()
     a = form_a(d, env, backend)
-    clip = spec.bptt.clip
+    clip = spec.bptt.clip, spec.bptt.clip_norm
     rows = []
     if path_sums:
         b = form_b(d, env, backend)
-        rows.append(_row("(a) delta recursion vs (b) path sums", _clip(a, clip), _clip(b, clip), RTOL_FORMS))
+        rows.append(_row("(a) delta recursion vs (b) path sums", _clip(a, *clip), _clip(b, *clip), RTOL_FORMS))
     if path_sums_only:
         return rows
     if exact_diff:
         c = {p: np.array(g.evalf(), dtype=float) for p, g in form_c(d, env).items()}
-        rows.append(_row("(a) delta recursion vs (c) sympy.diff", _clip(a, clip), _clip(c, clip), 1e-12))
+        rows.append(_row("(a) delta recursion vs (c) sympy.diff", _clip(a, *clip), _clip(c, *clip), 1e-12))
     else:
         c = finite_differences(d, env)
-        rows.append(_row("(a) delta recursion vs central differences", _clip(a, clip), _clip(c, clip), RTOL_FD))
+        rows.append(_row("(a) delta recursion vs central differences", _clip(a, *clip), _clip(c, *clip), RTOL_FD))
     return rows
 
 
@@ -660,7 +665,7 @@ def _module_grads(d: bptt.Derivation, grads: dict) -> dict:
 def _engine_all(d: bptt.Derivation, env: dict) -> dict:
     """(a) for the parameters (clipped as the spec says) and for x_t and h_0."""
     backend = NumPyBackend()
-    a = _clip(form_a(d, env, backend), d.spec.bptt.clip)
+    a = _clip(form_a(d, env, backend), d.spec.bptt.clip, d.spec.bptt.clip_norm)
     data = data_grads(d, env, backend)
     for leaf in _data_leaves(d):
         a[leaf] = data.get(leaf, np.zeros(_shape(leaf, d.sym.sizes())))
@@ -685,7 +690,7 @@ def _fd_all(d: bptt.Derivation, env: dict) -> dict:
     leaves = d.sym.params() + [leaf for leaf in _data_leaves(d)
                                if d.sym.info[leaf].role != "input" or int(d.sym.info[leaf].time) in steps]
     fd = finite_differences(d, env, leaves=leaves)
-    clipped = _clip({p: fd[p] for p in d.sym.params()}, d.spec.bptt.clip)
+    clipped = _clip({p: fd[p] for p in d.sym.params()}, d.spec.bptt.clip, d.spec.bptt.clip_norm)
     return {**fd, **clipped}
 
 
@@ -753,9 +758,11 @@ def report(spec: Spec, *, quick: bool = False, exact_steps: int | None = None, s
     extra = [f"activation {m.activation}", f"loss {spec.loss.kind} ({spec.loss.at}, {spec.loss.reduction})",
              f"layout {spec.layout}"]
     if b.truncate:
-        extra.append(f"truncate {b.truncate}")
+        extra.append(f"truncate {b.truncate} ({b.truncate_style})")
     if b.clip:
         extra.append(f"clip {b.clip:g}")
+    if b.clip_norm:
+        extra.append(f"clip_norm {b.clip_norm:g}")
     print("  " + ", ".join(extra), file=out)
     if quick:
         print("  exact rows: skipped (--quick)", file=out)

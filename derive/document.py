@@ -658,11 +658,20 @@ class _Handout:
         if self.notation == "d2l":
             blocks.append(Paragraph((msg("delta.placement", ref=self.ref(f"delta{self.L}")),)))
         truncate = self.spec.bptt.truncate
-        if truncate:
+        if truncate and self.spec.bptt.truncate_style == "chunk":
+            blocks.append(Paragraph((msg("truncation.chunk", k=self.math(sp.Eq(self.tau, truncate))),),
+                                    msg("truncation.lead")))
+        elif truncate:
             window = msg("truncation.window", truncate, tau=self.math(sp.Eq(self.tau, truncate)),
                          steps=Text(str(truncate)))
             blocks.append(Paragraph((window, msg("truncation.age", steps=Text(str(truncate)))),
                                     msg("truncation.lead")))
+        if truncate:   # the kept (s, k) pairs of the path sum: a band (window) or blocks (chunk)
+            T = int(self.T)
+            blocks += [Paragraph((msg("truncation.kept", s=Math("s"), k=Math("k")),)), Table(
+                (Math(r"s \backslash k"), *(Math(str(c)) for c in range(1, T + 1))),
+                tuple((Math(str(r)), *(Math(r"\bullet" if c in self.d.kept_steps(r) else r"\cdot")
+                                       for c in range(1, T + 1))) for r in range(1, T + 1)))]
         blocks.append(Paragraph((msg("delta.order", span=Math(rf"{self.tex(sp.Eq(t, self.T))}, \dots, 1")),)))
         for time in reversed(d.unrolled.times):
             lines = tuple(self.line(a.lhs, a.rhs, self.labels["delta", a.lhs]) for a in d.deltas if a.time == time)
@@ -740,7 +749,12 @@ class _Handout:
                 self.line(g, sp.Min(sp.Max(g, -clip), clip), f"eq:{name}:clip:elementwise", op=r"\leftarrow"),
                 self.line(g, rf"{self.tex(g)} \cdot \min\left(1, \frac{{{self.tex(clip)}}}{{\left\|{self.tex(g)}\right\|}}\right)",
                           f"eq:{name}:clip:norm", op=r"\leftarrow"))))
-            blocks.append(Paragraph((msg("clipping.norm", g=self.math(g)),)))
+            blocks.append(Paragraph((msg("clipping.norm_alternative", g=self.math(g)), msg("clipping.direction"),)))
+        if self.spec.bptt.clip_norm:
+            g, n = sp.Symbol("g"), sp.Float(self.spec.bptt.clip_norm)
+            factor = Math(self.tex(sp.Min(1, n / (sp.Symbol(r"\lVert g \rVert_2") + sp.Float(1e-6)), evaluate=False)))
+            blocks.append(Paragraph((msg("clipping.norm", factor=factor, g=Math(self.tex(g))), msg("clipping.direction")),
+                                    msg("clipping.lead")))
         return Section(msg("section.grads"), tuple(blocks))
 
     def paths(self) -> Section:
@@ -753,6 +767,8 @@ class _Handout:
         s = sp.Integer(T) if last else t      # the step of the loss term
         truncate = self.spec.bptt.truncate
         window_low = sp.Max(1, s - truncate + 1) if truncate else 1
+        if truncate and self.spec.bptt.truncate_style == "chunk":   # the first step of s's chunk
+            window_low = truncate * sp.floor(sp.Mul(s - 1, sp.Pow(sp.Integer(truncate), -1, evaluate=False), evaluate=False)) + 1
         pred = self.d.unrolled.prediction(s)
         chain = [Partial(sym("loss", None, s), pred)]
         if m.output_size:

@@ -18,6 +18,7 @@ from derive.rules import ACTIVATIONS, LOSSES, OUTPUT_ACTIVATIONS
 
 AT = ("every_step", "last_step")
 REDUCTIONS = ("sum", "mean")
+TRUNCATE_STYLES = ("window", "chunk")
 #: The handout and the unrolled module write every step out; beyond this they would be
 #: unreadable and slow to typeset, so `steps` is capped (the loop module works for any T).
 MAX_STEPS = 200
@@ -73,6 +74,8 @@ class BPTT:
     steps: int = 3
     truncate: int = 0
     clip: float = 0.0
+    truncate_style: str = "window"   # window (BPTT(k;1)) | chunk (BPTT(k;k))
+    clip_norm: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -233,6 +236,11 @@ def _check(spec: Spec) -> list[str]:
         problems.append(f"bptt.truncate: must be at most bptt.steps = {b.steps} (0 = full BPTT), got {b.truncate}")
     if isinstance(b.clip, bool) or not isinstance(b.clip, (int, float)) or not 0 <= b.clip < float("inf"):
         problems.append(f"bptt.clip: must be a finite number >= 0 (0 = no clipping), got {b.clip!r}")
+    _choice(problems, "bptt.truncate_style", b.truncate_style, TRUNCATE_STYLES)
+    if isinstance(b.clip_norm, bool) or not isinstance(b.clip_norm, (int, float)) or not 0 <= b.clip_norm < float("inf"):
+        problems.append(f"bptt.clip_norm: must be a finite number >= 0 (0 = no clipping), got {b.clip_norm!r}")
+    elif b.clip and b.clip_norm:
+        problems.append("bptt.clip_norm: at most one of bptt.clip and bptt.clip_norm may be set (non-zero)")
     problems += _check_example(spec.example)
     if problems:
         return problems
@@ -289,7 +297,8 @@ _SCHEMA: dict[str, dict[str, tuple[str, object]]] = {
               "activation": ("str", "tanh"), "output_activation": ("str", "identity"),
               "bias": ("bool", True)},
     "loss": {"kind": ("str", "mse"), "at": ("str", "every_step"), "reduction": ("str", "sum")},
-    "bptt": {"steps": ("int", 3), "truncate": ("int", 0), "clip": ("float", 0.0)},
+    "bptt": {"steps": ("int", 3), "truncate": ("int", 0), "clip": ("float", 0.0),
+             "truncate_style": ("str", "window"), "clip_norm": ("float", 0.0)},
     "notation": {"preset": ("str", "d2l"), "layout": ("str", ""), "names": ("names", {})},
     "example": {"seed": ("int", 0), "scale": ("float", 0.5), "eta": ("float", 0.1), "tokens": ("str_list", ())},
 }

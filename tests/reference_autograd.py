@@ -11,6 +11,10 @@ constants from a non-differentiated forward pass.  Then exactly the uses at step
 ``j`` with ``s - j < k`` (parameters, ``xs[j]``, and ``h0`` as a use at the first
 step) receive gradient from that term, and the per-term gradients are summed.
 
+Chunked truncation (``truncate_style = "chunk"``) uses the same construction with
+``j0 = k * (s // k)``, the first step of ``s``'s chunk.  Clipping by norm follows
+``torch.nn.utils.clip_grad_norm_`` (coefficient ``min(1, n / (norm + 1e-6))``).
+
 Steps here are 0-based (``xs[0]`` is step 1 of CONVENTIONS.md); differences
 ``s - j`` are the same in both counts.
 """
@@ -96,7 +100,11 @@ class _Model:
         self.at: str = spec["loss"]["at"]
         self.reduction: str = spec["loss"]["reduction"]
         self.truncate: int = int(spec["bptt"]["truncate"])
+        self.truncate_style: str = spec["bptt"].get("truncate_style", "window")
         self.clip: float = float(spec["bptt"]["clip"])
+        self.clip_norm: float = float(spec["bptt"].get("clip_norm", 0.0))
+        if self.truncate_style not in ("window", "chunk"):
+            raise ValueError(f"unknown truncate_style {self.truncate_style!r}; allowed: window, chunk")
         # (layer, role) -> name; layer is 1-based, the output layer is L + 1.
         self.names: dict[tuple[int, str], str] = {}
         for name, meta in PARAMS.items():
@@ -161,6 +169,15 @@ class _Model:
         raise AssertionError(kind)
 
 
+def _overrides(m: _Model, clip: float | None, clip_norm: float | None) -> _Model:
+    """The model with the clipping of one call (None keeps the spec's value)."""
+    if clip is not None:
+        m.clip = float(clip)
+    if clip_norm is not None:
+        m.clip_norm = float(clip_norm)
+    return m
+
+
 def _h0_list(m: _Model, xs: np.ndarray, h0: Sequence[np.ndarray] | None) -> list[np.ndarray]:
     """h0 as a list of (B, H_l) arrays; None means zeros."""
     B = xs.shape[1]
@@ -204,7 +221,8 @@ def _differentiable_total(
                 acc = acc + term(params, s, states[s + 1][-1])
         else:
             for s in steps:
-                j0 = max(0, s - k + 1)
+                # window: the k steps ending at s; chunk: s's own chunk [k * (s // k), s]
+                j0 = k * (s // k) if m.truncate_style == "chunk" else max(0, s - k + 1)
                 h = list(h0) if j0 == 0 else list(const_states[j0])
                 for j in range(j0, s + 1):
                     h = m.step(params, xs[j], h)
@@ -223,6 +241,11 @@ def _finish(m: _Model, g: tuple, zero_names: Sequence[str] = ()) -> dict[str, An
         if m.clip > 0:
             value = np.clip(value, -m.clip, m.clip)
         grads[name] = value
+    if m.clip_norm > 0:
+        # torch.nn.utils.clip_grad_norm_: the 2-norm of the per-tensor 2-norms, coef clamped at 1
+        norm = float(np.linalg.norm([np.linalg.norm(grads[name].ravel()) for name in gp]))
+        coef = min(1.0, m.clip_norm / (norm + 1e-6))
+        grads = {name: value * coef for name, value in grads.items()}
     grads["xs"] = np.asarray(gxs)
     grads["h0"] = [np.asarray(h) for h in gh0]
     return grads
@@ -301,9 +324,13 @@ def reference_loss_and_grads(
     xs: np.ndarray,
     targets: np.ndarray,
     h0: Sequence[np.ndarray] | None = None,
+    *,
+    clip: float | None = None,
+    clip_norm: float | None = None,
 ) -> tuple[float, dict[str, Any]]:
-    """(loss, grads) like the generated ``loss_and_grads``: params, "xs", "h0" (list)."""
-    m = _Model(spec, PARAMS)
+    """(loss, grads) like the generated ``loss_and_grads``: params, "xs", "h0" (list).
+    ``clip`` / ``clip_norm`` replace the spec's values when given."""
+    m = _overrides(_Model(spec, PARAMS), clip, clip_norm)
     xs = np.asarray(xs)
     h0l = _h0_list(m, xs, h0)
     steps, scale, term = _loss_setup(m, xs, targets)
@@ -319,12 +346,15 @@ def reference_backward(
     xs: np.ndarray,
     h0: Sequence[np.ndarray] | None,
     dhs: np.ndarray,
+    *,
+    clip: float | None = None,
+    clip_norm: float | None = None,
 ) -> dict[str, Any]:
     """Gradients of sum(dhs * hs) (hs: top hidden states), each dhs[t] a term at step t.
 
     Same truncation and clipping as the loss; output-layer parameters get zeros.
     """
-    m = _Model(spec, PARAMS)
+    m = _overrides(_Model(spec, PARAMS), clip, clip_norm)
     xs = np.asarray(xs)
     dhs = np.asarray(dhs)
     h0l = _h0_list(m, xs, h0)

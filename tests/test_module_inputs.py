@@ -37,7 +37,8 @@ def modules(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], M
     return out
 
 
-def _inputs(mod: ModuleType, T: int = 3, B: int = 2, seed: int = 0):
+def _inputs(mod: ModuleType, T: int | None = None, B: int = 2, seed: int = 0):
+    T = T or mod.SPEC["bptt"]["steps"]   # the unrolled style takes its spec's T only
     rng = np.random.default_rng(seed)
     m, loss = mod.SPEC["model"], mod.SPEC["loss"]
     xs = rng.normal(size=(T, B, m["input_size"]))

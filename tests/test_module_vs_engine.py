@@ -63,7 +63,7 @@ def test_module_gradients_equal_the_delta_recursion(name: str, style: str) -> No
     for i, k in enumerate(steps):
         symbol = sym("target", None, sp.Integer(k))
         env[symbol] = vector(values[i], symbol)
-    engine = check.form_a(d, env, NumPyBackend())
+    engine = check._clip(check.form_a(d, env, NumPyBackend()), 0.0, s.bptt.clip_norm)   # by norm, if set
     for p, value in engine.items():
         q = sym.info[p]
         name_ = sym.names.python(q.role, q.layer)

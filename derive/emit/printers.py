@@ -263,9 +263,17 @@ class LoopCodePrinter(NumPyPrinter):
         #: weights with a contiguous transposed copy (BLAS is faster on those in a loop)
         self.transposed: dict[sp.MatrixSymbol, str] = {}
         self._bound: dict[sp.Symbol, str] = {}
+        #: inputs whose refs hold integer token indices (symbol -> number of classes): a
+        #: product with their one-hot rows picks rows of the weight instead (a gather)
+        self.tokens: dict[sp.MatrixSymbol, int] = {}
 
     def _module_format(self, fqn: str, register: bool = True) -> str:
         return "np." + fqn.split(".", 1)[1] if fqn.startswith(("numpy.", "np.")) else fqn
+
+    def _token(self, expr: sp.Expr) -> sp.MatrixSymbol | None:
+        """The token input that `expr` (a sequence printed as rows) reads, if any."""
+        arg = expr.arg if isinstance(expr, sp.Transpose) else expr
+        return arg if arg in self.tokens and self._is_sequence(expr) else None
 
     # vectors are rows in code; column math is printed through its transpose
     def vector(self, expr: sp.MatrixExpr) -> str:
@@ -314,6 +322,9 @@ class LoopCodePrinter(NumPyPrinter):
             # a row times a column: one inner product per batch row, both printed as rows
             a, b = self._paren(factors[0]), self._paren(factors[1].T)
             body = f"np.sum({a} * {b}, axis=-1, keepdims=True)"
+        elif len(factors) == 2 and self._token(factors[0]) is not None:
+            # one-hot rows times a weight: the weight's rows that the tokens pick
+            body = f"np.take({self._paren(factors[1])}, {self.refs[self._token(factors[0])]}, axis=0)"
         elif self.steps and len(factors) == 2 and self._is_sequence(factors[0]):
             body = f"_matmul_steps({self._paren(factors[0])}, {self._paren(factors[1])})"
         else:
@@ -406,7 +417,12 @@ class LoopCodePrinter(NumPyPrinter):
 
         product = next((e for e in terms if plain_product(e)), None)
         lines = []
-        if product is not None:
+        if product is not None and self._token(product.args[0]) is not None:
+            # a gather into `target`: indices are checked, so mode="clip" only skips a buffer
+            token = self.refs[self._token(product.args[0])]
+            lines.append(f"np.take({self._paren(product.args[1])}, {token}, axis=0, out={target}, mode=\"clip\")")
+            terms = [e for e in terms if e is not product]
+        elif product is not None:
             a, b = (self._paren(f) for f in product.args)
             # np.dot into a preallocated row: the least overhead per call inside a loop
             call = "_matmul_steps" if self.steps else "np.dot"
@@ -506,7 +522,12 @@ class LoopCodePrinter(NumPyPrinter):
             return f"{self.refs[expr.arg]}.sum(axis=(0, 1))"
         coeff, factors = expr.as_coeff_matrices()
         if coeff == 1 and len(factors) == 2:
-            arrays = [self.refs[f.arg if isinstance(f, sp.Transpose) else f] for f in factors]
+            leaves = [f.arg if isinstance(f, sp.Transpose) else f for f in factors]
+            arrays = [self.refs[f] for f in leaves]
+            if leaves[0] in self.tokens:   # onehot^T values: rows added where the tokens point
+                return f"_scatter_steps({arrays[0]}, {arrays[1]}, {self.tokens[leaves[0]]})"
+            if leaves[1] in self.tokens:   # values^T onehot: the same, transposed
+                return f"_scatter_steps({arrays[1]}, {arrays[0]}, {self.tokens[leaves[1]]}).T"
             return f"_contract_steps({arrays[0]}, {arrays[1]})"
         raise TypeError(f"no contraction over steps for {expr}")
 

@@ -40,9 +40,12 @@ TEMPLATE_NAMES = frozenset({
     "PARAMS", "LAYOUT", "SPEC", "forward", "backward", "predict", "init_params", "loss_and_grads",
     "_HIDDEN", "_TRUNCATE", "_CLIP", "_forward", "_backward", "_finish", "_as_array", "_check_array",
     "_check_finite", "_check_xs", "_check_h0", "_check_targets", "_check_cache",
+    # training loops (issue 13)
+    "step", "to_torch", "from_torch", "tokens", "clip", "clip_norm", "return_state",
+    "_CLIP_NORM", "_TORCH", "_predict", "_check_clip",
 })
 #: Helpers a module defines only when its code calls them (templates/helpers/<name>.py.j2).
-HELPERS = ("_matmul_steps", "_contract_steps", "_older", "_softmax", "_logsumexp", "_one_hot")
+HELPERS = ("_matmul_steps", "_contract_steps", "_scatter_steps", "_older", "_softmax", "_logsumexp", "_one_hot")
 
 
 class Namer:
@@ -90,7 +93,7 @@ def _param_view(sym, local: Namer) -> list[dict]:
             shape = (max(shape),)
         name = sym.names.python(q.role, q.layer)
         out.append({"name": name, "local": local(name), "role": q.role, "layer": q.layer,
-                    "shape": repr(shape)})
+                    "shape": repr(shape), "gate": "None"})   # Elman cells have no gates
     return out
 
 
@@ -99,7 +102,8 @@ def module_view(derivation: "Derivation", command: str, template: str, local: Na
     sym, m = rule.sym, spec.model
     names = sym.names
     L = m.layers
-    k = spec.bptt.truncate
+    chunk = spec.bptt.truncate_style == "chunk"
+    k = 0 if chunk else spec.bptt.truncate     # window truncation: the age axis
     local = local or Namer()
     params = _param_view(sym, local)
     h = {l: local(names.python("hidden", l)) for l in range(1, L + 1)}
@@ -119,6 +123,12 @@ def module_view(derivation: "Derivation", command: str, template: str, local: Na
         # forward: the projection of all steps is one matrix product written into h[1:];
         # per step the recurrent term is added and the activation applied, in place
         forward_all = printer({below_step: below_all}, steps=True).accumulate(f"{h[l]}[1:]", lr.projection)
+        forward_tokens = []
+        if l == 1:   # token inputs: the input weight's rows that the tokens pick
+            gather = printer({below_step: "xs"}, steps=True)
+            gather.tokens = {below_step: m.input_size}
+            forward_tokens = [*_transposed_copies(gather, lr.projection, local),
+                              *gather.accumulate(f"{h[l]}[1:]", lr.projection)]
         step = printer({sym("hidden", l, t - 1): f"{hv}[t]"})
         forward_copies = _transposed_copies(step, lr.recurrence, local)
         forward_step = [*step.accumulate("tmp", lr.recurrence), f"{hv}[t + 1] += tmp",
@@ -163,11 +173,22 @@ def module_view(derivation: "Derivation", command: str, template: str, local: Na
                           *last.accumulate(f"{dv}[T - 1]", boundary)]
                 backward_step = back.accumulate(f"{dv}[t]", total_part)
             total_line = delta[l]
+        # chunked truncation: a step that ends a chunk gets no delta from the next chunk,
+        # so it takes the last step's rule (the step rule with delta_{t+1} = 0)
+        chunk_step = []
+        if chunk and spec.bptt.truncate:
+            border = printer({sym("hidden_grad", l, t): "gv[t]"})
+            chunk_step = ([f"{dv}[t] *= {border.vector(boundary)}"] if slope_part is not None
+                          else border.accumulate(f"{dv}[t]", boundary))
         total = local(f"{delta[l]}_sum")
         total_refs = {sym("delta", l, t): total, below_step: below_all,
                       sym("hidden", l, t - 1): f"{h[l]}[:-1]"}
         key = {p: names.python(sym.info[p].role, sym.info[p].layer) for p in sym.params()}
-        grads = [{"name": key[p], "expr": printer(total_refs, steps=True).total(e)} for p, e in lr.uses.items()]
+        scatter = printer(total_refs, steps=True)
+        scatter.tokens = {below_step: m.input_size} if l == 1 else {}
+        grads = [{"name": key[p], "expr": printer(total_refs, steps=True).total(e),
+                  "tokens_expr": scatter.total(e) if below_step in e.free_symbols and l == 1 else ""}
+                 for p, e in lr.uses.items()]
         grads.sort(key=lambda g: [x["name"] for x in params].index(g["name"]))
         # the gradient sent below: per age for a lower layer, summed for xs
         down_ages = printer({sym("delta", l, t): f"{delta[l]}[:-1]" if k else delta[l]}, steps=True).vector(lr.down)
@@ -175,7 +196,8 @@ def module_view(derivation: "Derivation", command: str, template: str, local: Na
         h0 = printer({sym("delta", l, sp.Integer(1)): f"{total}[0]"}).vector(rule.initial[l])
         layers.append({
             "layer": l, "h": h[l], "hv": hv, "delta": delta[l], "size": H,
-            "forward_all": forward_all, "forward_copies": forward_copies, "forward_step": forward_step,
+            "forward_all": forward_all, "forward_tokens": forward_tokens,
+            "forward_copies": forward_copies, "forward_step": forward_step, "chunk_step": chunk_step,
             "backward_setup": setup, "backward_step": backward_step, "total_line": total_line,
             "first_step": "T - 1" if k else "T - 2",
             "grads": grads, "total": total, "down": down_ages if l > 1 else down_sum,
@@ -222,11 +244,28 @@ def module_view(derivation: "Derivation", command: str, template: str, local: Na
         "input_size": m.input_size, "output_size": m.output_size, "output": output, "dtop": dtop,
         "loss": loss_line, "class_targets": loss.target == "class",
         "probability_targets": loss.target == "probability", "loss_kind": spec.loss.kind, "last_step": spec.loss.at == "last_step",
-        "mean": spec.loss.reduction == "mean", "truncate": k, "clip": repr(float(spec.bptt.clip)),
+        "mean": spec.loss.reduction == "mean", "truncate": k, "chunk": spec.bptt.truncate if chunk else 0,
+        "truncate_value": spec.bptt.truncate, "clip": repr(float(spec.bptt.clip)),
+        "clip_norm": repr(float(spec.bptt.clip_norm)), "torch": _torch_view(params, spec), "pad_steps": 0,
+        "torch_out": '"out.weight" and "out.bias"' if m.bias else '"out.weight"',
         "hidden_sizes": repr(list(m.hidden_sizes)), "reversed_layers": list(reversed(layers)),
         "output_activation": m.output_activation,
         "style_note": "loop style", "math_note": "'s generic step rule",
     }
+
+
+def _torch_view(params: list[dict], spec) -> list[dict]:
+    """Each parameter's key in the state_dict of torch.nn.RNN (+ nn.Linear `out`), and whether
+    it is stored transposed there: torch keeps every weight as (out_features, in_features),
+    as the column layout does; the row layout's weights are their transposes."""
+    rows = []
+    for x in params:
+        k = x["layer"] - 1
+        key = {"input_weight": f"weight_ih_l{k}", "recurrent_weight": f"weight_hh_l{k}", "bias": f"bias_ih_l{k}",
+               "output_weight": "out.weight", "output_bias": "out.bias"}[x["role"]]
+        rows.append({"name": x["name"], "key": key, "hh_key": f"bias_hh_l{k}" if x["role"] == "bias" else "",
+                     "transpose": spec.layout == "row" and "weight" in x["role"]})
+    return rows
 
 
 def _transposed_copies(printer: LoopCodePrinter, expr: sp.MatrixExpr, local: Namer) -> list[str]:
@@ -296,6 +335,10 @@ def unrolled_view(derivation: "Derivation", labels: dict, command: str, template
     h0_grads = [{"index": l - 1, "expr": pr.vector(leaves[sym("hidden", l, sp.Integer(0))])}
                 for l in range(1, L + 1)]
     view.update({"style_note": f"unrolled for T = {T}", "math_note": ", labelled with its handout equation",
+                 "pad_steps": T - 1,
+                 # token indices read as one-hot rows (the straight-line form has no gather)
+                 "tokens_forward": f"_one_hot(tokens, {m.input_size}, dtype)",
+                 "tokens_backward": f'_one_hot(xs, {m.input_size}, cache["h_final"][0].dtype)',
                  "steps": T, "forward_steps": forward_steps, "deltas": deltas,
                  "unrolled_grads": grads, "xs_grads": xs_grads, "h0_grads": h0_grads})
     return view

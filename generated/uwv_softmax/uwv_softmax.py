@@ -14,9 +14,9 @@ check_finite=False skips that scan. Returned arrays never share memory with the 
 import numpy as np
 
 PARAMS = {
-    "U": {"role": "input_weight", "layer": 1, "shape": (4, 3)},
-    "W": {"role": "recurrent_weight", "layer": 1, "shape": (4, 4)},
-    "V": {"role": "output_weight", "layer": 2, "shape": (3, 4)},
+    "U": {"role": "input_weight", "layer": 1, "shape": (4, 3), "gate": None},
+    "W": {"role": "recurrent_weight", "layer": 1, "shape": (4, 4), "gate": None},
+    "V": {"role": "output_weight", "layer": 2, "shape": (3, 4), "gate": None},
 }
 LAYOUT = "column"
 SPEC = {'name': 'uwv_softmax',
@@ -29,13 +29,18 @@ SPEC = {'name': 'uwv_softmax',
            'output_activation': 'softmax',
            'bias': False},
  'loss': {'kind': 'cross_entropy', 'at': 'every_step', 'reduction': 'sum'},
- 'bptt': {'steps': 3, 'truncate': 0, 'clip': 0.0},
+ 'bptt': {'steps': 3,
+          'truncate': 0,
+          'clip': 0.0,
+          'truncate_style': 'window',
+          'clip_norm': 0.0},
  'notation': {'preset': 'doc001', 'layout': 'column', 'names': {}},
  'example': {'seed': 0, 'scale': 0.5, 'eta': 0.1, 'tokens': []}}
 
 _HIDDEN = [4]
 _TRUNCATE = 0
 _CLIP = 0.0
+_CLIP_NORM = 0.0
 
 
 def init_params(seed=0, scale=0.1):
@@ -67,7 +72,11 @@ def _forward(params, xs, h0, check_finite):
     W = p["W"]
     s = np.empty((T + 1, B, 4), dtype=dtype)
     s[0] = h0[0]
-    _matmul_steps(xs, U.T, out=s[1:])
+    if xs.ndim == 2:   # token indices: the rows of the input weight that they pick
+        UT = np.ascontiguousarray(U.T)
+        np.take(UT, xs, axis=0, out=s[1:], mode="clip")
+    else:
+        _matmul_steps(xs, U.T, out=s[1:])
     WT = np.ascontiguousarray(W.T)
     sv, tmp = list(s), np.empty((B, 4), dtype=dtype)
     for t in range(T):
@@ -83,20 +92,24 @@ def _forward(params, xs, h0, check_finite):
     return s[1:], cache
 
 
-def backward(dhs, cache, *, check_finite=True):
-    """BPTT given the upstream gradient dhs (T, B, 4) on the top hidden states."""
+def backward(dhs, cache, *, clip=None, clip_norm=None, check_finite=True):
+    """BPTT given the upstream gradient dhs (T, B, 4) on the top hidden states.
+
+    clip and clip_norm override the spec's clipping for this call (None keeps it, 0 = off)."""
+    clip, clip_norm = _check_clip(clip, clip_norm)
     xs = _check_cache(cache)
-    dhs = _check_array("dhs", dhs, xs.shape[:2] + (4,), xs.dtype, check_finite)
+    dhs = _check_array("dhs", dhs, xs.shape[:2] + (4,), cache["h_final"][0].dtype, check_finite)
     grads = _backward(dhs, cache)
     grads["V"] = np.zeros_like(cache["params"]["V"])
-    return _finish(grads)
+    return _finish(grads, clip, clip_norm)
 
 
 def _backward(dtop, cache):
     """The delta recursion, layer by layer from the top, each over t = T..1."""
     p, xs = cache["params"], cache["xs"]
     T, B = xs.shape[:2]
-    dtype = xs.dtype
+    dtype = cache["h_final"][0].dtype
+    tokens = xs.ndim == 2
     s = cache["s"]
     grads = {}
     g = dtop
@@ -115,24 +128,46 @@ def _backward(dtop, cache):
         tmp += gv[t]
         delta_sv[t] *= tmp
     delta_s_sum = delta_s
-    grads["U"] = _contract_steps(delta_s_sum, xs)
+    if tokens:
+        grads["U"] = _scatter_steps(xs, delta_s_sum, 3).T
+    else:
+        grads["U"] = _contract_steps(delta_s_sum, xs)
     grads["W"] = _contract_steps(delta_s_sum, s[:-1])
     grads["h0", 0] = delta_s_sum[0] @ W
-    grads["xs"] = _matmul_steps(delta_s_sum, U)
+    grads["xs"] = None if tokens else _matmul_steps(delta_s_sum, U)
     return grads
 
 
 def predict(params, xs, h0=None, *, check_finite=True):
     """The model's outputs after the output layer, shape (T, B, 3)."""
-    hs, cache = forward(params, xs, h0, check_finite=check_finite)
+    return _predict(params, xs, h0, check_finite)[0]
+
+
+def step(params, x, h=None, *, check_finite=True):
+    """One time step, for sampling: x is (B, 3) floats or (B,) token indices, h the per-layer
+    state (as h0; None for zeros). Returns (y, h): y as predict gives it for this step,
+    (B, 3), and the new state."""
+    x = _as_array("x", x, (None, 3))
+    xs = x[None]
+    ys, cache = _predict(params, xs, h, check_finite)
+    return ys[0], [cache["s"][1]]
+
+
+def _predict(params, xs, h0, check_finite):
+    hs, cache = _forward(params, xs, h0, check_finite)
     p = cache["params"]
     V = p["V"]
     logits = _matmul_steps(hs, V.T)
-    return _softmax(logits)
+    return _softmax(logits), cache
 
 
-def loss_and_grads(params, xs, targets, h0=None, *, check_finite=True):
-    """Forward, loss (cross_entropy) and every gradient in one call."""
+def loss_and_grads(params, xs, targets, h0=None, *, return_state=False, clip=None, clip_norm=None, check_finite=True):
+    """Forward, loss (cross_entropy) and every gradient in one call.
+
+    return_state=True also returns h_final (as cache["h_final"]), to carry the state into the
+    next chunk. clip and clip_norm override the spec's clipping for this call (None keeps it,
+    0 = off); they apply to parameter gradients only."""
+    clip, clip_norm = _check_clip(clip, clip_norm)
     hs, cache = _forward(params, xs, h0, check_finite)
     T, B = hs.shape[:2]
     dtype = hs.dtype
@@ -149,18 +184,78 @@ def loss_and_grads(params, xs, targets, h0=None, *, check_finite=True):
         "V": _contract_steps(dlogits, hs),
     }
     grads.update(_backward(dtop, cache))
-    return loss, _finish(grads)
+    if return_state:
+        return loss, _finish(grads, clip, clip_norm), cache["h_final"]
+    return loss, _finish(grads, clip, clip_norm)
+
+
+#: parameter -> (its key in the state_dict of torch.nn.RNN or of its nn.Linear "out", stored
+#: transposed there, the key of the second torch bias added into it)
+_TORCH = {
+    "U": ("weight_ih_l0", False, None),
+    "W": ("weight_hh_l0", False, None),
+    "V": ("out.weight", False, None),
+}
+
+
+def to_torch(params):
+    """NumPy arrays keyed as the state_dict of torch.nn.RNN(num_layers=1) plus
+    "out.weight" of a torch.nn.Linear: each bias in bias_ih, zeros in bias_hh."""
+    out = {}
+    for name, (key, transpose, hh_key) in _TORCH.items():
+        value = np.asarray(params[name])
+        out[key] = value.T.copy() if transpose else value.copy()
+        if hh_key:
+            out[hh_key] = np.zeros_like(out[key])
+    return out
+
+
+def from_torch(state_dict):
+    """Parameters from such a state_dict (any array-likes: torch tensors, NumPy arrays);
+    bias_ih and bias_hh are added into one bias."""
+    params = {}
+    for name, (key, transpose, hh_key) in _TORCH.items():
+        for k in (key, hh_key) if hh_key else (key,):
+            if k not in state_dict:
+                raise ValueError(f"state_dict: missing {k!r} (for {name!r})")
+        value = np.asarray(state_dict[key]).copy()
+        if hh_key:
+            value = value + np.asarray(state_dict[hh_key])
+        params[name] = value.T.copy() if transpose else value
+        _check_array(f"state_dict[{key!r}]", params[name], PARAMS[name]["shape"])
+    return params
 
 
 # --------------------------------------------------------------------- helpers
 
 
-def _finish(grads):
-    """Order the gradients as PARAMS, clip them as the spec says, collect h0."""
+def _check_clip(clip, clip_norm):
+    """The clipping of one call: the spec's values unless overridden; at most one non-zero."""
+    clip = _CLIP if clip is None else clip
+    clip_norm = _CLIP_NORM if clip_norm is None else clip_norm
+    for name, value in (("clip", clip), ("clip_norm", clip_norm)):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) or not 0 <= value < np.inf:
+            raise ValueError(f"{name}: expected a finite number >= 0 (0 = off) or None (the spec's), got {value!r}")
+    if clip and clip_norm:
+        raise ValueError(f"clip, clip_norm: at most one may be non-zero, got clip={clip!r}, clip_norm={clip_norm!r}")
+    return clip, clip_norm
+
+
+def _finish(grads, clip, clip_norm):
+    """Order the gradients as PARAMS, clip the parameter gradients, collect h0.
+
+    clip: every entry to [-clip, clip]. clip_norm: all of them scaled together by
+    min(1, clip_norm / (||g||_2 + 1e-6)), ||g||_2 over every entry (torch's clip_grad_norm_)."""
     out = {name: grads[name] for name in PARAMS}
-    if _CLIP:
+    if clip:
         for name in PARAMS:
-            np.clip(out[name], -_CLIP, _CLIP, out=out[name])
+            np.clip(out[name], -clip, clip, out=out[name])
+    elif clip_norm:
+        total = np.sqrt(sum(np.vdot(out[name], out[name]) for name in PARAMS))
+        scale = min(1.0, clip_norm / (total + 1e-6))
+        if scale < 1.0:
+            for name in PARAMS:
+                out[name] *= out[name].dtype.type(scale)
     out["xs"] = grads["xs"]
     out["h0"] = [grads["h0", layer] for layer in range(len(_HIDDEN))]
     return out
@@ -178,6 +273,15 @@ def _matmul_steps(a, b, out=None):
 def _contract_steps(a, b):
     """The sum over steps and batch rows of a_t^T b_t, as one matrix product."""
     return a.reshape(-1, a.shape[-1]).T @ b.reshape(-1, b.shape[-1])
+
+
+def _scatter_steps(index, values, classes):
+    """The sum over steps and batch rows of onehot(index_t)^T values_t: each row of values
+    added into the row its token index picks (one bincount; no one-hot rows are built)."""
+    n = values.shape[-1]
+    slots = (index.reshape(-1, 1) * n + np.arange(n)).ravel()
+    out = np.bincount(slots, weights=values.reshape(-1), minlength=classes * n)
+    return out.reshape(classes, n).astype(values.dtype, copy=False)
 
 
 def _softmax(z):
@@ -250,6 +354,12 @@ def _check_xs(params, xs, check_finite):
             _check_finite(f"params[{name!r}]", value)
         dtypes.append(value.dtype)
     xs = _as_array("xs", xs, (None, None, 3))
+    if xs.ndim == 2 and xs.dtype.kind in "iu":   # token indices, read as their one-hot rows
+        if not xs.shape[0] or not xs.shape[1]:
+            raise ValueError(f"xs: expected at least one step and one row, shape (T, B), got {xs.shape}")
+        if xs.min() < 0 or xs.max() >= 3:
+            raise ValueError("xs: token indices must be in [0, 3)")
+        return xs, np.result_type(np.float16, *dtypes)
     dtype = np.result_type(xs.dtype if xs.dtype.kind == "f" else np.float64, *dtypes)
     xs = _check_array("xs", xs, (None, None, 3), dtype, check_finite)
     if not xs.shape[0] or not xs.shape[1]:
@@ -269,7 +379,7 @@ def _check_h0(h0, B, dtype, check_finite):
 def _check_cache(cache):
     """The cache of forward(), untouched: its keys, and xs as forward() left it."""
     if not isinstance(cache, dict) or len(cache) != len(_HIDDEN) + 3 or not {"params", "xs", "h_final"} <= cache.keys() \
-            or not isinstance(cache["xs"], np.ndarray) or cache["xs"].ndim != 3:
+            or not isinstance(cache["xs"], np.ndarray) or cache["xs"].ndim not in (2, 3):
         raise ValueError("cache: expected the cache returned by forward(params, xs, h0)")
     return cache["xs"]
 
