@@ -946,7 +946,7 @@ class _Handout:
                         rows.append((Math(rf"{self.dname(p)}\Big|_{{{int(time)}}}"), Math(P.values(value))))
             if rows:
                 blocks.append(Table((msg("example.backward", t=self.math(sp.Eq(self.t, int(time)))), value_head), tuple(rows)))
-        total_head = (msg("table.symbol"), msg("table.clipped" if self.spec.bptt.clip else "table.gradient"),
+        total_head = (msg("table.symbol"), msg("table.clipped" if self.spec.bptt.clip or self.spec.bptt.clip_norm else "table.gradient"),
                       msg("table.updated", eta=self.math(self.eta)))
         rows = tuple((self.math(p), Math(P.values(n.totals[p], vertical=True)), Math(P.values(n.updated[p], vertical=True)))
                      for p in n.totals)

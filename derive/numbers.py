@@ -124,6 +124,10 @@ def worked_example(d: Derivation) -> Numbers:
     totals = {p: evaluate(e, env, backend, sizes) for p, e in d.totals.items()}
     if spec.bptt.clip:
         totals = {p: np.clip(g, -spec.bptt.clip, spec.bptt.clip) for p, g in totals.items()}
+    if getattr(spec.bptt, "clip_norm", 0):   # all gradients as one vector, scaled to the norm
+        norm = float(np.sqrt(sum(float(np.sum(np.square(g))) for g in totals.values())))
+        scale = min(1.0, spec.bptt.clip_norm / (norm + 1e-6))
+        totals = {p: g * scale for p, g in totals.items()}
     eta = spec.example.eta
     updated = {p: env[p] - eta * totals[p] for p in totals}
     loss = float(evaluate(d.scale * sp.MatAdd(*[a.lhs for a in d.unrolled.losses]), env, backend, sizes)[0, 0]) \
