@@ -965,20 +965,12 @@ class _Handout:
                                       msg("training.bptt", steps=Math(r"t = T, \dots, 1")), msg("training.update")))]
         truncate, T = self.spec.bptt.truncate, self.T
         if truncate:
-            kept = Math(r"\bullet")
-            dropped = Math(r"\times")
-            rows = tuple((Math(f"s = {s}"),) + tuple(
-                (kept if s - k < truncate else dropped) if k <= s else Text("") for k in range(1, T + 1))
-                for s in range(1, T + 1))
             full = T * (T + 1) // 2
-            count = sum(1 for s in range(1, T + 1) for k in range(1, s + 1) if s - k < truncate)
-            blocks += [Paragraph((msg("truncation.pairs", kept=kept, dropped=dropped, pair=Math("(s, k)"),
-                                      s=Math("s"), k=Math("k"), later=Math("k > s")),), msg("truncation.lead")),
-                       Table((msg("table.loss_step"),) + tuple(Math(f"k = {k}") for k in range(1, T + 1)), rows),
-                       Paragraph((msg("truncation.saves", kept=Text(str(count)), full=Text(str(full)),
+            count = sum(1 for s in range(1, T + 1) for k in range(1, s + 1) if k in self.d.kept_steps(s))
+            blocks += [Paragraph((msg("truncation.saves", kept=Text(str(count)), full=Text(str(full)),
                                       cost=Math(rf"T \tau = {T * truncate}" if truncate < T else f"T = {T}"),
                                       square=Math("T^{2}"),
-                                      states=Text(str(truncate))),))]
+                                      states=Text(str(truncate))),), msg("truncation.lead"))]
         return Section(msg("section.training"), tuple(blocks))
 
     def proof(self) -> Section:

@@ -144,7 +144,7 @@ class HandoutLatexPrinter(LatexPrinter):
     def scientific(self, x: float) -> str:
         """A measured number over many orders of magnitude, as 1.0729 times 10 to the power -3."""
         mantissa, exponent = f"{float(x):.4e}".split("e")
-        return rf"{mantissa} \cdot 10^{{{int(exponent)}}}"
+        return rf"{mantissa} \times 10^{{{int(exponent)}}}"
 
     def values(self, value, vertical: bool = False) -> str:
         """An array of numbers: a scalar, a vector (a column vector as a transposed row unless
