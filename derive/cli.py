@@ -187,8 +187,12 @@ def _command(args: argparse.Namespace, spec: specs.Spec) -> str:
     return f"derive build {source}{steps}{style} --out FOLDER-OF-THIS-FILE"
 
 
+_INTERRUPTED = []   # set by the handler: a KeyboardInterrupt can be swallowed (a weakref callback)
+
+
 def _interrupted(signum, frame):
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # one interruption; cleanup is not interrupted
+    _INTERRUPTED.append(signum)
     raise KeyboardInterrupt
 
 
@@ -199,8 +203,16 @@ def _fail(message: str) -> None:
         pass
 
 
+def _quiet_interrupt(unraisable, default=sys.unraisablehook) -> None:
+    """A Ctrl-C swallowed in a callback is reported by `main`, in one line, not here."""
+    if not issubclass(unraisable.exc_type, KeyboardInterrupt):
+        default(unraisable)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status. `argv` None means the real program."""
+    if argv is None:
+        sys.unraisablehook = _quiet_interrupt
     try:
         previous = signal.signal(signal.SIGINT, _interrupted)
     except ValueError:       # not the main thread: Ctrl-C is not ours to handle
@@ -213,6 +225,17 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGINT, signal.SIG_IGN if argv is None else previous)
     if argv is None and code == 2 and not sys.stdout.closed:
         _silence_stdout()
+    if argv is None and _INTERRUPTED:
+        # a Ctrl-C that Python swallowed still ends the program as an interruption, and the
+        # exit is ours: Python would otherwise re-raise SIGINT at shutdown (status -2)
+        if code != 130:
+            _fail("interrupted")
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError, AttributeError):
+                pass
+        os._exit(130)
     return code
 
 

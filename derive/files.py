@@ -151,15 +151,26 @@ def write_all(outputs: list[tuple[Path, bytes]], *, force: bool) -> list[Path]:
 
 @contextlib.contextmanager
 def _ctrl_c_held():
-    """Hold SIGINT back (in this thread) for the duration; it is delivered afterwards."""
-    if not hasattr(signal, "pthread_sigmask"):
+    """Hold Ctrl-C back for the duration and deliver it afterwards.
+
+    A Python-level handler, not a thread's signal mask: the kernel may deliver SIGINT to
+    any thread that does not block it (BLAS starts several), and Python then runs the
+    handler in the main thread all the same."""
+    pending: list[int] = []
+    try:
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
+    except ValueError:   # not the main thread: signals are not ours to handle
         yield
         return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        signal.signal(signal.SIGINT, previous)
+        if pending:
+            if callable(previous):
+                previous(signal.SIGINT, None)
+            elif previous != signal.SIG_IGN:
+                raise KeyboardInterrupt
 
 
 def _cleanup(staged: list[tuple[str, Path]], created: list[Path]) -> None:
