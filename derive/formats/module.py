@@ -45,7 +45,7 @@ TEMPLATE_NAMES = frozenset({
     "step", "to_torch", "from_torch", "tokens", "clip", "clip_norm", "return_state",
     "_CLIP_NORM", "_TORCH", "_predict", "_check_clip",
     # fused loss (issue 15)
-    "lse",
+    "lse", "picked", "older",
 })
 #: Helpers a module defines only when its code calls them (templates/helpers/<name>.py.j2).
 HELPERS = ("_matmul_steps", "_contract_steps", "_scatter_steps", "_older", "_softmax", "_softmax_lse", "_logsumexp",
@@ -150,12 +150,14 @@ def module_view(derivation: "Derivation", command: str, template: str, local: Na
 
         if k:
             # each delta carries an age axis; delta_{t+1} is read one step older
-            step_refs = {sym("hidden_grad", l, t): "g[t]", sym("delta", l, t + 1): f"_older({delta[l]}[t + 1])"}
+            # the older deltas are shifted into one buffer allocated once per layer
+            step_refs = {sym("hidden_grad", l, t): "g[t]", sym("delta", l, t + 1): f"_older({delta[l]}[t + 1], older)"}
             back = printer(step_refs)
             setup = _transposed_copies(back, total_part, local)
             if slope_part is not None:
                 setup += [f"slope = np.empty((T, B, {H}), dtype=dtype)", *slope_into("slope")]
             setup.append(f"{delta[l]} = np.zeros((T + 1, _TRUNCATE, B, {H}), dtype=dtype)")
+            setup.append(f"older = np.empty((_TRUNCATE, B, {H}), dtype=dtype)")
             backward_step = back.accumulate(f"{delta[l]}[t]", total_part)
             backward_step += [f"{delta[l]}[t] *= slope[t]"] if slope_part is not None else []
             total_line = f"{delta[l]}[:-1].sum(axis=1)"
@@ -225,9 +227,14 @@ def module_view(derivation: "Derivation", command: str, template: str, local: Na
         # the loss value: with class targets, y . z is read at the class index (no one-hot)
         fused = loss.target == "class" and loss.gathered is not None
         fused_pr = FusedPrinter(sym, {**refs, **loss_refs}, steps=True)
-        if fused:
-            fused_pr.fused[LogSumExp(sym("logits", None, t))] = "lse"
         loss_expr = loss.gathered(at) if fused else loss.stable(at)
+        picks = []
+        if fused:
+            # the logits at the class index are read before the softmax overwrites them
+            for pick in sorted(loss_expr.atoms(Pick), key=str):
+                picks.append(f"picked = {fused_pr._print(pick)}")
+                fused_pr.fused[pick] = "picked"
+            fused_pr.fused[LogSumExp(sym("logits", None, t))] = "lse"
         output = {
             "logits": pr.vector(logits_expr),
             "logits_into": pr.accumulate("logits", logits_expr),
@@ -239,13 +246,14 @@ def module_view(derivation: "Derivation", command: str, template: str, local: Na
             "locals": [x for x in params if x["layer"] == L + 1],
             "target": "targets[..., None]" if loss.target == "class" else "targets",
             "loss": fused_pr.grand_total(loss_expr),
+            "picks": picks,
         }
         probs = ("_softmax(logits)" if m.output_activation == "softmax" or spec.loss.kind == "cross_entropy"
                  else output["prediction"])
         if spec.loss.kind == "bce":
             probs = printer({sym("logits", None, t): "logits"}, steps=True).vector(
                 elementwise(ACTIVATIONS["sigmoid"].value, sym("logits", None, t)))
-        # softmax and log-sum-exp from one exp, in one buffer
+        # softmax and log-sum-exp from one exp, in place in the logits' buffer
         output["probs"] = "_softmax_lse(logits)" if fused else probs
         output["probs_names"] = "probs, lse" if fused else "probs"
         dtop = loss_line = dtop_scale = None

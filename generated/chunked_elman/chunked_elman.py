@@ -190,8 +190,9 @@ def loss_and_grads(params, xs, targets, h0=None, *, return_state=False, clip=Non
     _matmul_steps(hs, W_hy.T, out=logits)
     logits += b_y
     y = targets[..., None]
+    picked = np.take_along_axis(logits, y, axis=-1)
     probs, lse = _softmax_lse(logits)
-    loss = np.sum(lse) - np.sum(np.take_along_axis(logits, y, axis=-1))
+    loss = np.sum(lse) - np.sum(picked)
     dlogits = probs
     _add_at(dlogits, y, -1)
     dtop = _matmul_steps(dlogits, W_hy)
@@ -199,6 +200,7 @@ def loss_and_grads(params, xs, targets, h0=None, *, return_state=False, clip=Non
         "W_hy": _contract_steps(dlogits, hs),
         "b_y": dlogits.sum(axis=(0, 1)),
     }
+    del logits, probs, dlogits   # the (T, B, classes) buffers are dead before the recursion runs
     grads.update(_backward(dtop, cache))
     if return_state:
         return loss, _finish(grads, clip, clip_norm), cache["h_final"]
@@ -309,16 +311,17 @@ def _softmax(z):
 
 
 def _softmax_lse(z):
-    """softmax and log sum exp over the last axis from one exp, in one new buffer (shifted
-    by the maximum so that exp never overflows); the same values as _softmax and _logsumexp."""
+    """softmax and log sum exp over the last axis from one exp, in place: z becomes the
+    softmax (shifted by the maximum so that exp never overflows; the same values as
+    _softmax and _logsumexp)."""
     m = z.max(axis=-1, keepdims=True)
-    e = np.subtract(z, m)
-    np.exp(e, out=e)
-    s = e.sum(axis=-1, keepdims=True)
-    e /= s
+    z -= m
+    np.exp(z, out=z)
+    s = z.sum(axis=-1, keepdims=True)
+    z /= s
     np.log(s, out=s)
     s += m
-    return e, s
+    return z, s
 
 
 def _add_at(a, index, value):

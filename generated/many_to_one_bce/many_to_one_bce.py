@@ -184,6 +184,7 @@ def loss_and_grads(params, xs, targets, h0=None, *, return_state=False, clip=Non
     grads = {
         "w_o": _contract_steps(hs, dlogits),
     }
+    del logits, probs, dlogits   # the (T, B, classes) buffers are dead before the recursion runs
     dtop = np.concatenate([np.zeros((T - 1,) + dtop.shape[1:], dtype=dtype), dtop])
     grads.update(_backward(dtop, cache))
     if return_state:
