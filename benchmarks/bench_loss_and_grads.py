@@ -409,7 +409,8 @@ def main() -> None:
         emit("|---|---|" + "---:|" * (len(impls) + 2))
         for ci in cases:
             for dtype in DTYPES:
-                res = paired(impls, CASES[ci], dtype, modules[ci], paths.get(ci, {}), func, args.warm, args.rounds)
+                res = paired(impls, CASES[ci], dtype, import_path(modules[ci], f"_bench_paired_{ci}"),
+                             paths.get(ci, {}), func, args.warm, args.rounds)
                 gen = res["generated"]["time"]
                 cells = [f"{res[i]['time'] * 1e3:.2f}" + ("" if i == "generated" else f" ({res[i]['time'] / gen:.2f}x)")
                          for i in impls]
