@@ -66,7 +66,7 @@ def build_module(case: Case, workdir: Path, derive_cmd: list[str], tag: str) -> 
     spec = out / f"{case.name}_ce.toml"
     spec.write_text(spec_toml(case))
     subprocess.run([*derive_cmd, "build", str(spec), "--out", str(out), "--format", "py", "--style", "loop"],
-                   check=True, capture_output=True)
+                   check=True, capture_output=True, cwd=out)   # cwd: `python -m` puts it first on sys.path
     return out / f"{case.name}_ce.py"
 
 
