@@ -8,6 +8,11 @@ into h_l[1:] before the loop overwrites it step by step. Deltas live in `delta_h
 shape (T, B, H_l), which first holds the slope f'(a_t) of every step; the last step's rule is
 peeled off the loop. With truncation they are (T + 1, k, B, H_l): one row per age, and a
 zero row for delta_{T+1}.
+
+The loss allocates little (issue 15): the logits are written into one (T, B, classes)
+buffer that becomes the softmax and then dE/dz in place, class targets are read at their
+index (the loss table's `gathered` form: no one-hot rows), and that buffer is released
+before the recursion runs.
 """
 from __future__ import annotations
 
@@ -23,8 +28,7 @@ from derive.document import equation_labels
 from derive.emit import render
 from derive.emit.printers import LoopCodePrinter
 from derive.formats.base import Format, Job
-from derive.matrices import elementwise
-from derive.matrices import LogSumExp
+from derive.matrices import LogSumExp, elementwise
 from derive.rules import ACTIVATIONS, LOSSES
 from derive.rules.losses import Pick
 from derive.symbols import t
@@ -260,8 +264,8 @@ def module_view(derivation: "Derivation", command: str, template: str, local: Na
     else:  # no output layer: the loss (or the upstream gradient) acts on the top hidden states
         d_refs = {top: "hs", sym("target", None, t): "targets", sym("upstream", None, t): "targets"}
         # the residual is computed once: the loss reads it (as dtop) before it is scaled
-        dtop, loss_line, dtop_scale = _fused_top(FusedPrinter(sym, {**refs, **d_refs}, steps=True), rule.top_upstream, sym("target", None, t),
-                                     loss.stable(derivation.unrolled.at(t)))
+        dtop, loss_line, dtop_scale = _fused_top(FusedPrinter(sym, {**refs, **d_refs}, steps=True), rule.top_upstream,
+                                                 sym("target", None, t), loss.stable(derivation.unrolled.at(t)))
     return {
         "name": spec.name, "title": spec.title or spec.name, "command": command, "template": template,
         "params": params, "layout": spec.layout, "spec_repr": pprint.pformat(spec.to_dict(), sort_dicts=False, width=88),
