@@ -338,7 +338,7 @@ def fmt(x, spec=".2f"):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--worker", help=argparse.SUPPRESS)
-    ap.add_argument("--quick", action="store_true", help="the two target sizes only, fewer samples")
+    ap.add_argument("--quick", action="store_true", help="the two sizes of the issue's targets only")
     ap.add_argument("--repeats", type=int, default=2, help="fresh processes per implementation and case")
     ap.add_argument("--warm", type=float, default=1.0, help="seconds of warm-up run off before the warm samples")
     ap.add_argument("--calls", type=int, default=15, help="timed calls per sample")
@@ -353,8 +353,6 @@ def main() -> None:
         return
     impls = [i for i in IMPLS if i not in ("torch", "jax") or importlib.util.find_spec(i)]
     cases = [1, 2] if args.quick else list(range(len(CASES)))
-    if args.quick:
-        args.calls, args.rounds, args.repeats = 7, 7, 1
     tmp = Path(tempfile.mkdtemp(prefix="bench-lag-"))
     modules, paths = {}, {}
     for ci in cases:
