@@ -1,34 +1,108 @@
-"""The proofs behind `derive check`: forms (a), (b) and (c) agree.
+"""`derive check`: the proofs and the numeric checks that the gradients are right.
 
-(a) the delta recursion and (b) the path sums are matrix expressions evaluated here on
-numbers (NumPy) or on explicit symbolic matrices (SymPy); (c) is `sympy.diff` of the
-scalar-expanded unrolled loss. With truncation, (c) differentiates each loss term with
-the parameters of the steps outside its window frozen (copies that are not differentiated).
+Exact rows (SymPy, at reduced sizes, with the hidden activation an uninterpreted f):
+
+* the activation table: for every row, the slope written through the output equals f'
+  (relu on each side of 0; f'(0) is taken as 0);
+* the generic step rule at a symbolic t: given delta_{t+1} and the upstream gradient, the
+  delta_t, the parameter uses and the gradient sent down that the rule gives equal
+  `sympy.diff` through one step; the output rule equals the derivative of E_t;
+* at small T (at most `EXACT_STEPS`, or `--exact-steps N`), the full unrolling: (a) the
+  delta recursion and (b) the path sums equal (c) `sympy.diff` of the unrolled loss.
+
+Numeric rows (float64, at the spec's sizes, or reduced above `NUMERIC_CAP`): (a) against
+(b) and central differences; the generated NumPy module, rendered in memory, against
+(a) and central differences, for `loss_and_grads` and for `backward`.
+
+With truncation the loss term at step s is differentiated with the states entering its
+window (s - k < truncate), or its chunk (truncate_style = "chunk"), held constant, which
+is the definition of truncated BPTT.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
+import sys
+import time
+import types
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import sympy as sp
 
 from derive import bptt
 from derive.evaluate import NumPyBackend, SymPyBackend, evaluate
-from derive.spec import Spec
-from derive.unroll import Unrolled
+from derive.rules import ACTIVATIONS, LOSSES, u, v
+from derive.rules.activations import elementary
+from derive.spec import Loss, Spec
+from derive.unroll import Unrolled, step
+from derive.unroll import t as T_SYM
 
-#: Sizes small enough to scalar-expand: differences then simplify to 0 exactly.
-EXACT_HIDDEN = 2
+#: Sizes of the exact proofs (scalar-expanded): every size above this is reduced to it.
+EXACT_SIZE = 2
+#: Sizes of the full unrolling (outputs keep 2 classes): the step rule at EXACT_SIZE already
+#: covers every matrix product and transpose; the unrolling checks how the steps connect.
+UNROLL_SIZE = 1
+#: The full unrolling is proven exactly up to this many steps (the step rule covers any T).
+EXACT_STEPS = 3
+#: Numeric checks run at the spec's sizes up to this; larger sizes are reduced to it.
+NUMERIC_CAP = 8
+#: The path sums have O(T^2) terms: the numeric (a)-vs-(b) row runs at most this many steps.
+PATH_SUM_STEPS = 10
+#: Numeric tolerances, relative to max(1, max |reference|).
+RTOL_FORMS = 1e-10
+RTOL_FD = 1e-6
 
 
 @dataclass(frozen=True)
 class Row:
+    """One line of the report: what is compared with what, and how close they are."""
+
     form: str
     max_abs_diff: float
     ok: bool
+    tolerance: float = 0.0     # 0 means exact: the difference simplifies to 0
+    detail: str = ""
 
+
+# --------------------------------------------------------------------------- the generic f
+
+class f(sp.Function):
+    """The hidden activation as an uninterpreted differentiable function."""
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        return df(self.args[0])
+
+
+class df(sp.Function):
+    """f', the derivative of the uninterpreted activation."""
+
+
+class GenericBackend(SymPyBackend):
+    """SymPy evaluation where the rule's slope of the hidden activation, written through
+    the output h = f(a), is read as f'(a). Other elementwise functions (the output
+    sigmoid) are evaluated as written."""
+
+    def __init__(self, activation: str):
+        self.slope = sp.Lambda(u, ACTIVATIONS[activation].slope.xreplace({v: u}))
+
+    def apply(self, function: sp.Lambda, x: sp.Matrix) -> sp.Matrix:
+        if function == self.slope and all(isinstance(e, f) for e in x):
+            return x.applyfunc(lambda e: df(e.args[0]))
+        return super().apply(function, x)
+
+
+def generic(spec: Spec) -> bool:
+    """The proof uses an uninterpreted f unless the activation is the identity (slope 1)."""
+    return ACTIVATIONS[spec.model.activation].slope != 1
+
+
+def _backend(spec: Spec) -> SymPyBackend:
+    return GenericBackend(spec.model.activation) if generic(spec) else SymPyBackend()
+
+
+# --------------------------------------------------------------------------- values
 
 def _shape(symbol: sp.MatrixSymbol, sizes: dict[sp.Symbol, int]) -> tuple[int, int]:
     return tuple(int(sp.sympify(d).xreplace(sizes)) for d in symbol.shape)
@@ -66,27 +140,41 @@ def numeric_env(unrolled: Unrolled, rng: np.random.Generator, zero_h0: bool = Fa
     return env
 
 
+def _matrix(tag: str, rows: int, cols: int) -> sp.Matrix:
+    return sp.Matrix(rows, cols, lambda r, c: sp.Symbol(f"{tag}_{r}_{c}", real=True))
+
+
+def _target(tag: str, rows: int, cols: int) -> sp.Matrix:
+    """A symbolic probability vector: its entries sum to 1 (what p - y needs)."""
+    m = _matrix(tag, rows, cols)
+    m[-1] = 1 - sum(list(m)[:-1])
+    return m
+
+
 def symbolic_env(unrolled: Unrolled) -> dict:
-    """Explicit matrices of scalar symbols for every leaf; targets one-hot for CE."""
+    """Explicit matrices of scalar symbols for every leaf; CE targets sum to 1."""
     sizes = unrolled.sym.sizes()
     env: dict[sp.MatrixSymbol, Any] = {}
     for i, leaf in enumerate(data_leaves(unrolled)):
         q = unrolled.sym.info[leaf]
         rows, cols = _shape(leaf, sizes)
-        if q.role == "target" and unrolled.spec.loss.kind == "cross_entropy":
-            value = sp.zeros(rows, cols)
-            value[int(q.time) % value.rows if cols == 1 else 0, int(q.time) % value.cols if rows == 1 else 0] = 1
-        else:
-            value = sp.Matrix(rows, cols, lambda r, c: sp.Symbol(f"v{i}_{r}_{c}", real=True))
-        env[leaf] = value
+        make = _target if q.role == "target" and unrolled.spec.loss.kind == "cross_entropy" else _matrix
+        env[leaf] = make(f"v{i}", rows, cols)
     return env
+
+
+def _value(a, values: dict, backend: Any, sizes: dict) -> Any:
+    """One forward assignment; a hidden state is f(a) when the backend is generic."""
+    if isinstance(backend, GenericBackend) and a.lhs.name.split("[")[0] == "hidden":
+        return evaluate(a.rhs.expr, values, backend, sizes).applyfunc(f)
+    return evaluate(a.rhs, values, backend, sizes)
 
 
 def run_forward(unrolled: Unrolled, env: dict, backend: Any) -> dict:
     env = dict(env)
     sizes = unrolled.sym.sizes()
     for a in unrolled.forward:
-        env[a.lhs] = evaluate(a.rhs, env, backend, sizes)
+        env[a.lhs] = _value(a, env, backend, sizes)
     return env
 
 
@@ -99,6 +187,15 @@ def form_a(d: bptt.Derivation, env: dict, backend: Any) -> dict:
     return {p: evaluate(e, env, backend, sizes) for p, e in d.totals.items()}
 
 
+def data_grads(d: bptt.Derivation, env: dict, backend: Any) -> dict:
+    """Form (a) for the data: dL/dx_t and dL/dh_0."""
+    env = run_forward(d.unrolled, env, backend)
+    sizes = d.sym.sizes()
+    for a in d.deltas:
+        env[a.lhs] = evaluate(a.rhs, env, backend, sizes)
+    return {leaf: evaluate(e, env, backend, sizes) for leaf, e in d.data_grads.items()}
+
+
 def form_b(d: bptt.Derivation, env: dict, backend: Any) -> dict:
     env = run_forward(d.unrolled, env, backend)
     sums = bptt.path_sums(d.spec, d.unrolled)
@@ -106,34 +203,76 @@ def form_b(d: bptt.Derivation, env: dict, backend: Any) -> dict:
 
 
 def windowed_loss(d: bptt.Derivation, env: dict, backend: Any, live: dict, frozen: dict) -> Any:
-    """L, with the parameters of steps outside each loss term's window taken from `frozen`.
+    """L = scale * sum_s E_s; with truncation k, the states entering the window of E_s
+    (steps s-k+1..s) come from a forward pass on `frozen` values and are constants.
 
-    Without truncation every step is inside, and this is the plain unrolled loss.
+    `env` holds the data, `live` the leaves that are differentiated, `frozen` their
+    constant copies. Without truncation this is the plain unrolled loss.
     """
     unrolled, spec, sym = d.unrolled, d.spec, d.sym
     sizes = sym.sizes()
+    k = spec.bptt.truncate
+    values = {**env, **live}
+    if not k or k >= spec.bptt.steps:
+        for a in unrolled.forward:
+            values[a.lhs] = _value(a, values, backend, sizes)
+        total = sum((_term(d, term, values, backend) for term in unrolled.losses), 0)
+        return _scale(spec) * total
+    const = {**env, **frozen}
+    for a in unrolled.forward:
+        const[a.lhs] = _value(a, const, backend, sizes)
+    by_step: dict[int, list] = {}
+    for a in unrolled.forward:
+        by_step.setdefault(int(a.time), []).append(a)
     total = 0
     for term in unrolled.losses:
         s = int(term.time)
-        kept = bptt.kept_steps(spec, s)   # window or chunk: the steps E_s reaches
-        values = dict(env)
-        for a in unrolled.forward:
-            inside = int(a.time) in kept or int(a.time) > s
-            values.update(live if inside else frozen)
-            values[a.lhs] = evaluate(a.rhs, values, backend, sizes)
-        values.update(live)
-        total += evaluate(term.rhs, values, backend, sizes)[0, 0]
-    return bptt.loss_scale(spec) * total
+        # the steps E_s reaches: window, the k steps ending at s; chunk, s's own chunk of k steps
+        start = (s - 1) // k * k + 1 if spec.bptt.truncate_style == "chunk" else max(1, s - k + 1)
+        local = {**env, **live}
+        for l in range(1, spec.model.layers + 1):
+            if start > 1:
+                entering = sym("hidden", l, sp.Integer(start - 1))
+                local[entering] = const[entering]
+        for step_time in range(start, s + 1):   # only the window: the cost is O(T k), not O(T^2)
+            for a in by_step[step_time]:
+                local[a.lhs] = _value(a, local, backend, sizes)
+        total += _term(d, term, local, backend)
+    return _scale(spec) * total
 
 
-def form_c(d: bptt.Derivation, env: dict) -> dict:
+def _term(d: bptt.Derivation, term, values: dict, backend: Any) -> Any:
+    """E_s. On numbers, cross-entropy and bce are evaluated from the logits without
+    cancellation (log(1 - sigmoid(z)) loses every digit for large z, and central
+    differences of a loss computed that way are noise)."""
+    kind = d.spec.loss.kind
+    if isinstance(backend, NumPyBackend) and kind in ("cross_entropy", "bce"):
+        z = np.asarray(values[d.sym("logits", None, term.time)], dtype=float)
+        y = np.asarray(values[d.sym("target", None, term.time)], dtype=float)
+        if kind == "bce":
+            return float(np.sum(np.logaddexp(0.0, z) - y * z))
+        shift = z.max()
+        return float(-np.sum(y * (z - shift - np.log(np.sum(np.exp(z - shift))))))
+    return evaluate(term.rhs, values, backend, d.sym.sizes())[0, 0]
+
+
+def _scale(spec: Spec, batch: sp.Expr = sp.Integer(1), steps: sp.Expr | None = None) -> sp.Expr:
+    """The reduction, stated here from the spec and not taken from the engine."""
+    if spec.loss.reduction == "sum":
+        return sp.Integer(1)
+    steps = sp.Integer(spec.bptt.steps) if steps is None else steps
+    return 1 / (batch * steps) if spec.loss.at == "every_step" else 1 / batch
+
+
+def form_c(d: bptt.Derivation, env: dict, backend: Any | None = None) -> dict:
     """sympy.diff of the scalar-expanded loss; `env` may hold numbers or symbols."""
+    backend = backend or SymPyBackend()
     sizes = d.sym.sizes()
     params = d.sym.params()
-    fresh = lambda tag: {p: sp.Matrix(*_shape(p, sizes), lambda r, c, i=i: sp.Symbol(f"{tag}{i}_{r}_{c}", real=True))
-                         for i, p in enumerate(params)}
+    fresh = lambda tag: {p: _matrix(f"{tag}{i}", *_shape(p, sizes)) for i, p in enumerate(params)}
     live, frozen = fresh("p"), fresh("q")
-    loss = windowed_loss(d, {k: sp.Matrix(v) for k, v in env.items()}, SymPyBackend(), live, frozen)
+    data = {k: sp.Matrix(v) for k, v in env.items() if k not in live}
+    loss = windowed_loss(d, data, backend, live, frozen)
     back = {}
     for p in params:
         back.update(dict(zip(live[p], sp.Matrix(env[p]))))
@@ -141,13 +280,14 @@ def form_c(d: bptt.Derivation, env: dict) -> dict:
     return {p: live[p].applyfunc(lambda x: sp.diff(loss, x).xreplace(back)) for p in params}
 
 
-def finite_differences(d: bptt.Derivation, env: dict, eps: float = 1e-6) -> dict:
+def finite_differences(d: bptt.Derivation, env: dict, eps: float = 1e-6,
+                       leaves: list[sp.MatrixSymbol] | None = None) -> dict:
     """Central differences of the (windowed) loss in float64, entry by entry."""
     backend = NumPyBackend()
-    params = d.sym.params()
-    frozen = {p: env[p] for p in params}
+    leaves = d.sym.params() if leaves is None else leaves
+    frozen = {p: env[p] for p in leaves}
     out = {}
-    for p in params:
+    for p in leaves:
         grad = np.zeros_like(env[p])
         for idx in np.ndindex(*grad.shape):
             losses = []
@@ -159,6 +299,8 @@ def finite_differences(d: bptt.Derivation, env: dict, eps: float = 1e-6) -> dict
         out[p] = grad
     return out
 
+
+# --------------------------------------------------------------------------- exactness
 
 def atomize(expr: sp.Expr, table: dict) -> sp.Expr:
     """Replace each function application by a symbol, bottom up; exp(a + 2b) -> e_a e_b^2.
@@ -189,7 +331,239 @@ def atomize(expr: sp.Expr, table: dict) -> sp.Expr:
 
 
 def is_zero(expr: sp.Expr, table: dict) -> bool:
-    return sp.cancel(sp.together(atomize(expr, table))) == 0
+    return sp.cancel(sp.together(atomize(sp.sympify(expr), table))) == 0
+
+
+def _residual(pairs: list[tuple[Any, Any]]) -> tuple[int, int]:
+    """(entries that are not identically 0, entries) over pairs of equal-shape matrices."""
+    table: dict = {}
+    bad = total = 0
+    for got, want in pairs:
+        got, want = sp.Matrix(got), sp.Matrix(want)
+        if got.shape != want.shape:
+            return max(1, want.rows * want.cols), max(1, want.rows * want.cols)
+        for x in got - want:
+            total += 1
+            bad += not is_zero(x, table)
+    return bad, total
+
+
+def _exact_row(form: str, pairs: list[tuple[Any, Any]]) -> Row:
+    bad, total = _residual(pairs)
+    detail = f"{total} entries identically 0" if not bad else f"{bad} of {total} entries not identically 0"
+    return Row(form, 0.0 if not bad else math.nan, bad == 0, 0.0, detail)
+
+
+def activation_rows() -> tuple[Row, ...]:
+    """For every row of the activation table: the slope through the output equals f'.
+
+    Checked on each side of 0 (relu is piecewise linear there); at 0 the slope must be
+    f'(0) where f is differentiable, and relu's f'(0) is taken as 0.
+    """
+    rows = []
+    pos, neg = sp.Symbol("p", positive=True), sp.Symbol("n", negative=True)
+    for name, act in ACTIVATIONS.items():
+        value = elementary(act.value)   # sigma and relu by their definitions
+        through_output = act.slope.xreplace({v: value})
+        derivative = elementary(sp.diff(act.value, u))
+        bad = 0
+        for side in (pos, neg):
+            gap = (through_output - derivative).xreplace({u: side})
+            bad += sp.simplify(gap.rewrite(sp.exp)) != 0
+        at_zero = through_output.xreplace({u: 0})
+        kink = not value.is_polynomial(u) and isinstance(value, (sp.Max, sp.Min))
+        want_zero = sp.Integer(0) if kink else derivative.xreplace({u: 0})
+        bad += sp.simplify(at_zero - want_zero) != 0
+        note = " (each side of 0; f'(0) taken as 0)" if kink else " (u < 0, u = 0, u > 0)"
+        rows.append(Row(f"activation {name}: slope via the output vs f'{note}",
+                        0.0 if not bad else math.nan, bad == 0, 0.0,
+                        "3 points identically 0" if not bad else f"{bad} of 3 points differ"))
+    return tuple(rows)
+
+
+def exact_spec(spec: Spec, steps: int | None = None, size: int = EXACT_SIZE) -> Spec:
+    """The spec's structure at scalar-expandable sizes (every size at most `size`, the
+    outputs at most 2), and at most `steps` steps."""
+    m = spec.model
+    model = dataclasses.replace(
+        m, input_size=min(m.input_size, size),
+        hidden_sizes=tuple(min(h, size) for h in m.hidden_sizes),
+        output_size=min(m.output_size, max(size, 2)))
+    out = dataclasses.replace(spec, model=model)
+    if steps is not None and steps < spec.bptt.steps:
+        b = spec.bptt
+        out = dataclasses.replace(out, bptt=dataclasses.replace(b, steps=steps, truncate=b.truncate if b.truncate < steps else 0))
+    return out
+
+
+#: Backwards compatible name.
+small = exact_spec
+
+
+def sizes_text(spec: Spec) -> str:
+    m = spec.model
+    out = f"input {m.input_size}, hidden {list(m.hidden_sizes)}"
+    return out + (f", output {m.output_size}" if m.output_size else ", no output layer")
+
+
+def step_rule_rows(spec: Spec) -> list[Row]:
+    """The generic step rule at a symbolic t against sympy.diff through one step.
+
+    For layer l, with a_t free symbols and h_t = f(a_t):
+      Phi = <g_t, h_t> + <delta_{t+1}, a_{t+1}(h_t)>, and delta_t must be dPhi/da_t;
+      Psi = <delta_t, a_t(theta, below_t, h_{t-1})>, and each use of theta and the gradient
+      sent below must be dPsi/dtheta and dPsi/d below_t; dPsi_1/dh_0 is the h_0 rule.
+    For the output layer, with the logits z_t free symbols, delta^y_t must be
+    scale * dE_t/dz_t, with the reduction's scale 1/(B T) (or 1/B) stated here, read at B = 7, T = 11.
+    """
+    small_spec = exact_spec(spec)
+    rule = bptt.step_rule(small_spec)
+    sym, m = rule.sym, small_spec.model
+    sizes = sym.sizes()
+    backend = _backend(small_spec)
+    counter = iter(range(10**6))
+    # the rule keeps the batch size B and the run-time T as symbols: read them at two
+    # primes that no spec's T is tied to, so 1/(B T) is checked, not just "some factor"
+    at = {bptt.BATCH: sp.Integer(7), bptt.STEPS: sp.Integer(11)}
+
+    def ev(expr: sp.Expr, values: dict, backend: Any, sizes: dict) -> Any:
+        return evaluate(expr.xreplace(at), values, backend, sizes)
+
+    def symbols(symbol: sp.MatrixSymbol, tag: str = "s") -> sp.Matrix:
+        return _matrix(f"{tag}{next(counter)}", *_shape(symbol, sizes))
+
+    env: dict = {p: symbols(p, "w") for p in sym.params()}
+    now, after = step(sym, T_SYM), step(sym, T_SYM + 1)
+    first = step(sym, sp.Integer(1))
+    pairs_delta, pairs_uses, pairs_out = [], [], []
+    for layer in rule.layers:
+        l = layer.layer
+        a_now = next(a for a in now if a.layer == l and sym.info[a.lhs].role == "pre_activation")
+        a_next = next(a for a in after if a.layer == l and sym.info[a.lhs].role == "pre_activation")
+        h_now = sym("hidden", l, T_SYM)
+        below = sym("input", None, T_SYM) if l == 1 else sym("hidden", l - 1, T_SYM)
+        below_next = sym("input", None, T_SYM + 1) if l == 1 else sym("hidden", l - 1, T_SYM + 1)
+        h_prev = sym("hidden", l, T_SYM - 1)
+        d_next, d_now = sym("delta", l, T_SYM + 1), sym("delta", l, T_SYM)
+        local = dict(env)
+        for leaf in (below, below_next, h_prev, d_next, layer.upstream):
+            local[leaf] = symbols(leaf)
+        alpha = symbols(a_now.lhs, "a")
+        local[a_now.lhs] = alpha
+        local[h_now] = alpha.applyfunc(f) if generic(small_spec) else alpha
+        phi = sum(local[layer.upstream].multiply_elementwise(local[h_now])) + \
+            sum(local[d_next].multiply_elementwise(ev(a_next.rhs, local, backend, sizes)))
+        want = alpha.applyfunc(lambda x: sp.diff(phi, x))
+        assigns = [a for a in layer.delta if a.lhs == d_now]
+        if len(assigns) != 1:
+            pairs_delta.append((sp.zeros(*want.shape), sp.ones(*want.shape)))
+            continue
+        pairs_delta.append((ev(assigns[0].rhs, local, backend, sizes), want))
+        # uses of the parameters at step t, and the gradient sent below
+        local[d_now] = symbols(d_now, "d")
+        psi = sum(local[d_now].multiply_elementwise(ev(a_now.rhs, local, backend, sizes)))
+        mine = [p for p in sym.params() if sym.info[p].layer == l]
+        for p in mine:
+            want_p = local[p].applyfunc(lambda x: sp.diff(psi, x))
+            got_p = ev(layer.uses[p], local, backend, sizes) if p in layer.uses else sp.zeros(*want_p.shape)
+            pairs_uses.append((got_p, want_p))
+        want_down = local[below].applyfunc(lambda x: sp.diff(psi, x))
+        got_down = ev(layer.down, local, backend, sizes) if layer.down is not None else sp.zeros(*want_down.shape)
+        pairs_uses.append((got_down, want_down))
+        # h_0 enters step 1 only
+        a1 = next(a for a in first if a.layer == l and sym.info[a.lhs].role == "pre_activation")
+        h0, d1 = sym("hidden", l, sp.Integer(0)), sym("delta", l, sp.Integer(1))
+        local1 = dict(env)
+        for leaf in a1.rhs.free_symbols | {d1}:
+            if isinstance(leaf, sp.MatrixSymbol) and leaf not in local1:
+                local1[leaf] = symbols(leaf)
+        psi1 = sum(local1[d1].multiply_elementwise(ev(a1.rhs, local1, backend, sizes)))
+        pairs_uses.append((ev(rule.initial[l], local1, backend, sizes),
+                           local1[h0].applyfunc(lambda x: sp.diff(psi1, x))))
+    # the output layer (or the top hidden state) and the loss term E_t
+    unrolled = Unrolled(small_spec, sym, [T_SYM])
+    scale = _scale(small_spec, at[bptt.BATCH], at[bptt.STEPS])
+    local = dict(env)
+    role = "upstream" if small_spec.loss.kind == "none" else "target"
+    y = sym(role, None, T_SYM)
+    local[y] = (_target if small_spec.loss.kind == "cross_entropy" else _matrix)("y", *_shape(y, sizes))
+    top = sym("hidden", m.layers, T_SYM)
+    if m.output_size:
+        z = sym("logits", None, T_SYM)
+        local[top] = symbols(top, "h")
+        zeta = symbols(z, "z")
+        local[z] = zeta
+        for a in rule.output:
+            if a.lhs != z:
+                local[a.lhs] = ev(a.rhs, local, backend, sizes)
+        e_t = ev(LOSSES[unrolled.spec.loss.kind].value(unrolled.at(T_SYM)), local, backend, sizes)[0, 0]
+        want = zeta.applyfunc(lambda x: scale * sp.diff(e_t, x))
+        pairs_out.append((ev(rule.output_delta.rhs, local, backend, sizes) if rule.output_delta else
+                          sp.zeros(*want.shape), want))
+        dy = rule.output_delta.lhs if rule.output_delta else sym("output_delta", None, T_SYM)
+        local[dy] = symbols(dy, "dy")
+        z_of = next(a for a in rule.output if a.lhs == z)
+        psi = sum(local[dy].multiply_elementwise(ev(z_of.rhs, local, backend, sizes)))
+        for p in sym.params():
+            if sym.info[p].layer == m.layers + 1:
+                want_p = local[p].applyfunc(lambda x: sp.diff(psi, x))
+                got_p = ev(rule.output_uses[p], local, backend, sizes) if p in rule.output_uses \
+                    else sp.zeros(*want_p.shape)
+                pairs_out.append((got_p, want_p))
+        pairs_out.append((ev(rule.top_upstream, local, backend, sizes),
+                          local[top].applyfunc(lambda x: sp.diff(psi, x))))
+    else:
+        eta = symbols(top, "h")
+        local[top] = eta
+        e_t = ev(LOSSES[unrolled.spec.loss.kind].value(unrolled.at(T_SYM)), local, backend, sizes)[0, 0]
+        pairs_out.append((ev(rule.top_upstream, local, backend, sizes),
+                          eta.applyfunc(lambda x: scale * sp.diff(e_t, x))))
+    where = f"symbolic t, f generic, {sizes_text(small_spec)}" if generic(small_spec) else \
+        f"symbolic t, {sizes_text(small_spec)}"
+    return [_exact_row(f"step rule delta_t vs sympy.diff of one step ({where})", pairs_delta),
+            _exact_row("step rule: parameter uses, gradient below, h_0 vs sympy.diff", pairs_uses),
+            _exact_row("output rule vs scale * sympy.diff of E_t", pairs_out)]
+
+
+def exact(spec: Spec, steps: int | None = EXACT_STEPS, with_path_sums: bool = True,
+          linear_loss: bool = False) -> list[Row]:
+    """Full unrolling: (a) - (c) (and (b) - (c)) are identically 0 with symbolic entries, at
+    UNROLL_SIZE and at most `steps` steps (None: the spec's own T). `derive check` leaves
+    (b) to the numeric rows: its exact row doubles the cost and proves nothing the step
+    rule and (a) do not. With `linear_loss` the loss is E_t = <g_t, z_t> on the logits (the
+    output and loss rules are the step rule's output row): the unrolling then checks how
+    the steps connect, in polynomial algebra."""
+    small_spec = exact_spec(spec, steps, UNROLL_SIZE)
+    if linear_loss:
+        model = dataclasses.replace(small_spec.model, output_activation="identity")
+        small_spec = dataclasses.replace(small_spec, model=model, loss=dataclasses.replace(small_spec.loss, kind="none"))
+    d = bptt.derive(small_spec)
+    env = symbolic_env(d.unrolled)
+    backend = _backend(small_spec)
+    c = form_c(d, env, backend)
+    where = f"T = {small_spec.bptt.steps}, {sizes_text(small_spec)}" + (", f generic" if generic(small_spec) else "")
+    if small_spec.bptt.truncate:
+        where += f", truncate {small_spec.bptt.truncate}"
+    if linear_loss:
+        where += ", E_t = <g_t, z_t>"
+    forms = (("(a) delta recursion", form_a),) + ((("(b) path sums", form_b),) if with_path_sums else ())
+    rows = []
+    for name, form in forms:
+        value = form(d, env, backend)
+        rows.append(_exact_row(f"{name} vs (c) sympy.diff, unrolled ({where})",
+                               [(value[p], c[p]) for p in c]))
+    return rows
+
+
+# --------------------------------------------------------------------------- numbers
+
+def numeric_spec(spec: Spec, cap: int = NUMERIC_CAP) -> Spec:
+    """The same structure with every size at most `cap`."""
+    m = spec.model
+    model = dataclasses.replace(
+        m, input_size=min(m.input_size, cap), hidden_sizes=tuple(min(h, cap) for h in m.hidden_sizes),
+        output_size=min(m.output_size, cap))
+    return dataclasses.replace(spec, model=model)
 
 
 def _clip(values: dict, c: float, norm: float = 0.0) -> dict:
@@ -201,53 +575,240 @@ def _clip(values: dict, c: float, norm: float = 0.0) -> dict:
 
 
 def _max_diff(a: dict, b: dict) -> tuple[float, float]:
-    diff = max(float(np.max(np.abs(a[p] - b[p]))) for p in a)
-    scale = max(1.0, max(float(np.max(np.abs(a[p]))) for p in a))
+    """max |a - b| and the scale max(1, max |b|): b is the reference."""
+    diff = max((float(np.max(np.abs(np.asarray(a[p], dtype=float).reshape(np.shape(b[p])) - b[p])))
+                for p in b), default=0.0)
+    scale = max([1.0] + [float(np.max(np.abs(b[p]))) for p in b if np.size(b[p])])
     return diff, scale
 
 
-def numeric(spec: Spec, seed: int = 0, exact_diff: bool = False) -> list[Row]:
-    """(a) against (b), and against central differences (or, if asked, sympy.diff), at the
-    spec's own sizes on random numbers, clipped as the spec says."""
+def _row(form: str, got: dict, want: dict, rtol: float) -> Row:
+    diff, scale = _max_diff(got, want)
+    tol = rtol * scale
+    return Row(form, diff, bool(diff <= tol), tol)
+
+
+def numeric(spec: Spec, seed: int = 0, exact_diff: bool = False, path_sums_only: bool = False,
+            path_sums: bool = True) -> list[Row]:
+    """(a) against (b), and against central differences (or, if asked, sympy.diff), on
+    random numbers, clipped as the spec says."""
     d = bptt.derive(spec)
     env = numeric_env(d.unrolled, np.random.default_rng(seed))
     backend = NumPyBackend()
     a = form_a(d, env, backend)
-    b = form_b(d, env, backend)
     clip = spec.bptt.clip, spec.bptt.clip_norm
     rows = []
-    diff, scale = _max_diff(_clip(a, *clip), _clip(b, *clip))
-    rows.append(Row("(a) delta recursion vs (b) path sums", diff, diff <= 1e-12 * scale))
+    if path_sums:
+        b = form_b(d, env, backend)
+        rows.append(_row("(a) delta recursion vs (b) path sums", _clip(a, *clip), _clip(b, *clip), RTOL_FORMS))
+    if path_sums_only:
+        return rows
     if exact_diff:
         c = {p: np.array(g.evalf(), dtype=float) for p, g in form_c(d, env).items()}
-        diff, scale = _max_diff(_clip(a, *clip), _clip(c, *clip))
-        rows.append(Row("(a) delta recursion vs (c) sympy.diff", diff, diff <= 1e-12 * scale))
+        rows.append(_row("(a) delta recursion vs (c) sympy.diff", _clip(a, *clip), _clip(c, *clip), 1e-12))
     else:
         c = finite_differences(d, env)
-        diff, scale = _max_diff(_clip(a, *clip), _clip(c, *clip))
-        rows.append(Row("(a) delta recursion vs central differences", diff, diff <= 1e-6 * scale))
+        rows.append(_row("(a) delta recursion vs central differences", _clip(a, *clip), _clip(c, *clip), RTOL_FD))
     return rows
 
 
-def small(spec: Spec) -> Spec:
-    """The spec's structure at scalar-expandable sizes (hidden 2, input <= 2, output <= 2)."""
-    m = spec.model
-    model = dataclasses.replace(
-        m, input_size=min(m.input_size, 2), hidden_sizes=tuple(min(h, EXACT_HIDDEN) for h in m.hidden_sizes),
-        output_size=min(m.output_size, 2))
-    return dataclasses.replace(spec, model=model)
+def load_module(spec: Spec) -> types.ModuleType:
+    """The generated NumPy module (loop style), rendered in memory and executed."""
+    from derive import build
+    text = build.render_all(spec, ["py"], "loop", "derive check")["py"]
+    mod = types.ModuleType(f"_derive_check_{spec.name}")
+    exec(compile(text, f"<derive check: {spec.name}.py>", "exec"), mod.__dict__)
+    return mod
 
 
-def exact(spec: Spec) -> list[Row]:
-    """(a) - (c) and (b) - (c) are identically 0 with symbolic entries, at small sizes."""
-    d = bptt.derive(small(spec))
-    env = symbolic_env(d.unrolled)
-    backend = SymPyBackend()
-    c = form_c(d, env)
+def backward_spec(spec: Spec) -> Spec:
+    """The hidden layers alone with the upstream gradient as the loss: what `backward` computes."""
+    model = dataclasses.replace(spec.model, output_size=0, output_activation="identity")
+    return dataclasses.replace(spec, model=model, loss=Loss(kind="none", at="every_step", reduction="sum"))
+
+
+def _module_inputs(d: bptt.Derivation, env: dict) -> tuple[dict, np.ndarray, list, Any]:
+    """The engine's numbers laid out as the module's arrays (batch of one)."""
+    sym, spec = d.sym, d.spec
+    T = spec.bptt.steps
+    params = {}
+    for p in sym.params():
+        q = sym.info[p]
+        params[sym.names.python(q.role, q.layer)] = env[p]
+    xs = np.stack([env[sym("input", None, sp.Integer(k))].reshape(1, -1) for k in range(1, T + 1)])
+    h0 = [env[sym("hidden", l, sp.Integer(0))].reshape(1, -1) for l in range(1, spec.model.layers + 1)]
+    kind = spec.loss.kind
+    values = [env[sym("upstream" if kind == "none" else "target", None, s)].reshape(-1) for s in d.unrolled.loss_steps]
+    if kind == "cross_entropy":
+        labels = np.array([[int(np.argmax(y))] for y in values])
+        targets = labels[-1] if spec.loss.at == "last_step" else labels
+    else:
+        arr = np.stack([y.reshape(1, -1) for y in values])
+        targets = arr[-1] if spec.loss.at == "last_step" else arr
+    return params, xs, h0, targets
+
+
+def _module_grads(d: bptt.Derivation, grads: dict) -> dict:
+    """The module's gradients keyed by the engine's symbols."""
+    sym, spec = d.sym, d.spec
+    out = {}
+    for p in sym.params():
+        q = sym.info[p]
+        out[p] = np.asarray(grads[sym.names.python(q.role, q.layer)])
+    for k in range(1, spec.bptt.steps + 1):
+        out[sym("input", None, sp.Integer(k))] = np.asarray(grads["xs"])[k - 1, 0]
+    for l in range(1, spec.model.layers + 1):
+        out[sym("hidden", l, sp.Integer(0))] = np.asarray(grads["h0"][l - 1])[0]
+    return out
+
+
+def _engine_all(d: bptt.Derivation, env: dict) -> dict:
+    """(a) for the parameters (clipped as the spec says) and for x_t and h_0."""
+    backend = NumPyBackend()
+    a = _clip(form_a(d, env, backend), d.spec.bptt.clip, d.spec.bptt.clip_norm)
+    data = data_grads(d, env, backend)
+    for leaf in _data_leaves(d):
+        a[leaf] = data.get(leaf, np.zeros(_shape(leaf, d.sym.sizes())))
+    return a
+
+
+def _data_leaves(d: bptt.Derivation) -> list[sp.MatrixSymbol]:
+    sym, spec = d.sym, d.spec
+    return [sym("input", None, sp.Integer(k)) for k in range(1, spec.bptt.steps + 1)] + \
+        [sym("hidden", l, sp.Integer(0)) for l in range(1, spec.model.layers + 1)]
+
+
+#: Central differences of x_t are taken at most at these steps (each costs a pass over T).
+FD_INPUT_STEPS = 4
+
+
+def _fd_all(d: bptt.Derivation, env: dict) -> dict:
+    """Central differences for every parameter, h_0 and x_t at the first and last steps
+    (FD_INPUT_STEPS in all): the cost stays linear in T."""
+    T = d.spec.bptt.steps
+    steps = sorted({1, 2, T - 1, T} & set(range(1, T + 1)))[:FD_INPUT_STEPS]
+    leaves = d.sym.params() + [leaf for leaf in _data_leaves(d)
+                               if d.sym.info[leaf].role != "input" or int(d.sym.info[leaf].time) in steps]
+    fd = finite_differences(d, env, leaves=leaves)
+    clipped = _clip({p: fd[p] for p in d.sym.params()}, d.spec.bptt.clip, d.spec.bptt.clip_norm)
+    return {**fd, **clipped}
+
+
+def module_rows(spec: Spec, seed: int = 0) -> list[Row]:
+    """The generated module's loss_and_grads and backward against (a) and central differences."""
     rows = []
-    table: dict = {}
-    for name, form in (("(a) delta recursion", form_a), ("(b) path sums", form_b)):
-        value = form(d, env, backend)
-        residual = sum(not is_zero(x, table) for p in value for x in value[p] - c[p])
-        rows.append(Row(f"{name} - (c) sympy.diff, exact at hidden {EXACT_HIDDEN}", float(residual), residual == 0))
+    mod = load_module(spec)
+    d = bptt.derive(spec)
+    env = numeric_env(d.unrolled, np.random.default_rng(seed + 1))
+    params, xs, h0, targets = _module_inputs(d, env)
+    params = {k: v.reshape(mod.PARAMS[k]["shape"]) for k, v in params.items()}
+    loss, grads = mod.loss_and_grads(params, xs, targets, h0=h0)
+    got = _module_grads(d, grads)
+    # the loss value: frozen copies equal to the live values give the plain loss
+    engine_loss = float(windowed_loss(d, env, NumPyBackend(), {}, {}))
+    rows.append(_row("module loss_and_grads: loss vs the forward pass", {"L": np.array(float(loss))},
+                     {"L": np.array(engine_loss)}, RTOL_FORMS))
+    rows.append(_row("module loss_and_grads vs (a) delta recursion", got, _engine_all(d, env), RTOL_FORMS))
+    rows.append(_row("module loss_and_grads vs central differences", got, _fd_all(d, env), RTOL_FD))
+    # backward with a random upstream on the top hidden states
+    bspec = backward_spec(spec)
+    db = bptt.derive(bspec)
+    benv = numeric_env(db.unrolled, np.random.default_rng(seed + 2))
+    for key in benv:
+        if key in env:   # the same parameters, inputs and h_0 (equal names and shapes)
+            benv[key] = env[key]
+    bparams, bxs, bh0, dhs = _module_inputs(db, benv)
+    full = dict(params)
+    full.update({k: v.reshape(mod.PARAMS[k]["shape"]) for k, v in bparams.items()})
+    _, cache = mod.forward(full, bxs, bh0)
+    bgrads = mod.backward(dhs, cache)
+    got_b = _module_grads(db, bgrads)
+    rows.append(_row("module backward (random upstream) vs (a) delta recursion", got_b, _engine_all(db, benv),
+                     RTOL_FORMS))
+    rows.append(_row("module backward (random upstream) vs central differences", got_b, _fd_all(db, benv), RTOL_FD))
     return rows
+
+
+# --------------------------------------------------------------------------- the report
+
+def _diff_text(row: Row) -> str:
+    if row.tolerance:
+        return f"{row.max_abs_diff:.2e}"
+    return "0" if row.ok else "not 0"
+
+
+def report(spec: Spec, *, quick: bool = False, exact_steps: int | None = None, seed: int = 0,
+           out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Run every check of `spec`, print the report on `out` and progress on `err`.
+
+    Returns the exit code: 0 when every check passed, 1 otherwise.
+    """
+    out = out or sys.stdout
+    start = time.perf_counter()
+
+    def progress(what: str) -> None:
+        if err is not None:
+            print(f"derive check: {what} ({time.perf_counter() - start:.1f} s)", file=err, flush=True)
+
+    m, b = spec.model, spec.bptt
+    nspec = numeric_spec(spec)
+    reduced = nspec.model != m
+    unroll_steps = 0 if quick else min(b.steps, EXACT_STEPS if exact_steps is None else exact_steps)
+    print(f"derive check: {spec.name}, T = {b.steps}, {sizes_text(spec)}, seed {seed}", file=out)
+    extra = [f"activation {m.activation}", f"loss {spec.loss.kind} ({spec.loss.at}, {spec.loss.reduction})",
+             f"layout {spec.layout}"]
+    if b.truncate:
+        extra.append(f"truncate {b.truncate} ({b.truncate_style})")
+    if b.clip:
+        extra.append(f"clip {b.clip:g}")
+    if b.clip_norm:
+        extra.append(f"clip_norm {b.clip_norm:g}")
+    print("  " + ", ".join(extra), file=out)
+    if quick:
+        print("  exact rows: skipped (--quick)", file=out)
+    else:
+        steps_text = f"full unrolling at T = {unroll_steps}" if unroll_steps else "full unrolling skipped (--exact-steps 0)"
+        print(f"  exact rows: SymPy, tolerance 'exact' (the difference is identically 0); hidden activation an "
+              f"uninterpreted f; step rule at symbolic t, sizes at most {EXACT_SIZE}; {steps_text}, "
+              f"sizes at most {UNROLL_SIZE}", file=out)
+    sizes_note = (f"reduced to {sizes_text(nspec)} (sizes above {NUMERIC_CAP} are capped, same structure)"
+                  if reduced else "at the spec's sizes")
+    print(f"  numeric rows: float64, batch 1, random point from seed {seed}, {sizes_note}; tolerance "
+          f"rtol * max(1, max |reference|) with rtol {RTOL_FORMS:g} between forms, {RTOL_FD:g} against "
+          f"central differences (eps 1e-6)", file=out)
+    rows: list[Row] = []
+    if not quick:
+        progress("activation table")
+        rows += activation_rows()
+        progress("step rule at symbolic t")
+        rows += step_rule_rows(spec)
+        if unroll_steps:
+            progress(f"full unrolling at T = {unroll_steps}")
+            rows += exact(spec, unroll_steps, with_path_sums=False, linear_loss=True)
+    progress("numeric forms")
+    long = b.steps > PATH_SUM_STEPS
+    numeric_rows = numeric(nspec, seed, path_sums=not long)
+    if long:   # (b) has O(T^2) terms: compare it at PATH_SUM_STEPS steps
+        short = nspec.with_steps(PATH_SUM_STEPS)
+        if short.bptt.truncate >= PATH_SUM_STEPS:
+            short = dataclasses.replace(short, bptt=dataclasses.replace(short.bptt, truncate=0))
+        numeric_rows.insert(0, dataclasses.replace(numeric(short, seed, path_sums_only=True)[0],
+                                                   form=f"(a) delta recursion vs (b) path sums at T = {PATH_SUM_STEPS}"))
+    rows += numeric_rows
+    progress("generated module")
+    rows += module_rows(nspec, seed)
+    width = max(len(r.form) for r in rows)
+    print(file=out)
+    print(f"{'check':<{width}}  {'max abs diff':>12}  {'tolerance':>9}  verdict", file=out)
+    for r in rows:
+        tol = f"{r.tolerance:.1e}" if r.tolerance else "exact"
+        verdict = "ok" if r.ok else "FAILED" + (f" ({r.detail})" if r.detail else "")
+        print(f"{r.form:<{width}}  {_diff_text(r):>12}  {tol:>9}  {verdict}", file=out)
+    elapsed = time.perf_counter() - start
+    failed = [r for r in rows if not r.ok]
+    if failed:
+        print(f"derive check: {len(failed)} of {len(rows)} checks FAILED in {elapsed:.1f} s: "
+              + "; ".join(r.form for r in failed), file=out, flush=True)
+        return 1
+    print(f"derive check: {len(rows)} checks passed in {elapsed:.1f} s", file=out, flush=True)
+    return 0

@@ -74,6 +74,9 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("spec", nargs="?", help="a TOML spec file")
     check.add_argument("--preset", help="a bundled preset instead of a file")
     check.add_argument("--steps", type=int, help="override bptt.steps (T)")
+    check.add_argument("--quick", action="store_true", help="numeric checks only (skip the exact proofs)")
+    check.add_argument("--exact-steps", type=int, metavar="N",
+                       help="prove the full unrolling exactly up to N steps (default 3; 0 skips it)")
     sub.add_parser("presets", help="list the bundled presets")
     init = sub.add_parser("init", help="write NAME.toml, a starting spec (never overwrites)")
     init.add_argument("name", help="the new spec's name (a Python identifier)")
@@ -105,12 +108,10 @@ def _specs(args: argparse.Namespace) -> list[specs.Spec]:
 def _check(args: argparse.Namespace) -> int:
     from derive import check
     (spec,) = _specs(args)
-    rows = check.exact(spec) + check.numeric(spec)
-    width = max(len(r.form) for r in rows)
-    print(f"{'form':<{width}}  {'max abs diff':>12}  verdict")
-    for r in rows:
-        print(f"{r.form:<{width}}  {r.max_abs_diff:>12.3g}  {'ok' if r.ok else 'FAILED'}")
-    return 0 if all(r.ok for r in rows) else 1
+    n = args.exact_steps
+    if n is not None and not 0 <= n <= specs.MAX_STEPS:
+        raise UsageError(f"--exact-steps: must be an integer from 0 to {specs.MAX_STEPS}, got {n}")
+    return check.report(spec, quick=args.quick, exact_steps=n, out=sys.stdout, err=sys.stderr)
 
 
 def _presets(args: argparse.Namespace) -> int:

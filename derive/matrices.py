@@ -12,8 +12,8 @@ from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 u, v = sp.symbols("u v", real=True)
 
 
-class Softmax(sp.MatrixExpr):
-    """softmax over the entries of a vector (a whole-vector function, not elementwise)."""
+class _OfVector(sp.MatrixExpr):
+    """A function of a whole vector (not elementwise), kept unevaluated."""
 
     def __new__(cls, arg: sp.MatrixExpr):
         return super().__new__(cls, arg)
@@ -21,6 +21,10 @@ class Softmax(sp.MatrixExpr):
     @property
     def arg(self) -> sp.MatrixExpr:
         return self.args[0]
+
+
+class Softmax(_OfVector):
+    """softmax over the entries of a vector."""
 
     @property
     def shape(self):
@@ -30,15 +34,8 @@ class Softmax(sp.MatrixExpr):
         return Softmax(self.arg.T)   # softmax of the same entries, laid out as a row
 
 
-class LogSumExp(sp.MatrixExpr):
+class LogSumExp(_OfVector):
     """log Σ_k exp(z_k) of a vector, as a 1 x 1 matrix (the stable cross-entropy's term)."""
-
-    def __new__(cls, arg: sp.MatrixExpr):
-        return super().__new__(cls, arg)
-
-    @property
-    def arg(self) -> sp.MatrixExpr:
-        return self.args[0]
 
     @property
     def shape(self):

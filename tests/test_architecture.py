@@ -243,3 +243,26 @@ def test_a_module_defines_only_the_helpers_it_calls() -> None:
         called = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
         assert {h for h in HELPERS if h in defined} == {h for h in HELPERS if h in called}, name
         assert not [d for d in defined if d.startswith("_loss_")], name
+
+
+@pytest.mark.parametrize("style", ["loop", "unrolled"])
+@pytest.mark.parametrize("name", ["truncated_elman", "stacked_mse", "many_to_one_bce"])
+def test_the_namer_knows_every_name_the_templates_bind(name: str, style: str) -> None:
+    """In the functions that bind the user's symbols, every other name is one the Namer avoids:
+    a template that starts using a new local must list it in TEMPLATE_NAMES."""
+    import builtins
+
+    from derive.formats.module import HELPERS, TEMPLATE_NAMES
+    base = preset(name)
+    roles = ("input_weight", "recurrent_weight", "bias", "output_weight", "output_bias", "hidden")
+    s = dataclasses.replace(base, notation=dataclasses.replace(
+        base.notation, names=tuple((r, f"Q{i}") for i, r in enumerate(roles))))
+    tree = ast.parse(build.render_all(spec.from_dict(s.to_dict()), ["py"], style, "test")["py"])
+    user = ("Q", "delta_Q")   # every local the emitter derives from a symbol starts so
+    for fn in (n for n in tree.body if isinstance(n, ast.FunctionDef)):
+        bound = {a.arg for a in fn.args.args + fn.args.kwonlyargs}
+        bound |= {n.id for n in ast.walk(fn) if isinstance(n, ast.Name)}
+        if not any(b.startswith(user) for b in bound):
+            continue   # a helper: its own scope never holds a user's symbol
+        unknown = {b for b in bound if not b.startswith(user)} - TEMPLATE_NAMES - set(HELPERS) - set(dir(builtins))
+        assert not unknown, f"{fn.name} binds {sorted(unknown)}: add them to TEMPLATE_NAMES"

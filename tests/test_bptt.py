@@ -29,8 +29,6 @@ from derive.spec import BPTT, Loss, Model, Notation, Spec, SpecError
 from derive.unroll import t as T_SYMBOL
 
 PRESETS = specs.preset_names()
-#: presets whose exact proof takes more than ~15 s on a laptop core
-SLOW_EXACT = {"elman_softmax", "uwv_softmax"}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -79,8 +77,7 @@ def q(d: bptt.Derivation, symbol: sp.MatrixSymbol):
 
 # --------------------------------------------------------------------------- every preset
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_EXACT else n
-                                  for n in PRESETS])
+@pytest.mark.parametrize("name", PRESETS)
 def test_preset_exact(name: str) -> None:
     rows = check.exact(specs.preset(name))
     assert len(rows) == 2

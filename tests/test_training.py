@@ -10,6 +10,7 @@ each tested against its definition:
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
 import importlib.util
 import sys
@@ -365,7 +366,10 @@ def test_to_torch_from_torch_round_trip(name: str) -> None:
     del sd["weight_hh_l0"]
     with pytest.raises(ValueError, match="weight_hh_l0"):
         mod.from_torch(sd)
-    assert "torch" not in Path(mod.__file__).read_text().replace("to_torch", "").replace("from_torch", "").split("import numpy")[0]
+    tree = ast.parse(Path(mod.__file__).read_text(encoding="utf-8"))
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert imported == {"numpy"}   # no torch import anywhere in the module
 
 
 def row_layout() -> specs.Spec:
@@ -460,3 +464,34 @@ def test_handout_shows_the_kept_pairs(name: str, rows: list[str], tmp_path: Path
     assert got == rows
     kind = "chunked truncation" if name == "chunked_elman" else "truncated BPTT"
     assert kind in text and "keeps its direction" in text   # both clip: the direction sentence
+
+
+def test_derive_check_module_rows_with_chunk_and_clip_norm() -> None:
+    """derive check's module rows: the module (chunked, clipped by norm) against (a) and FD."""
+    rows = check.module_rows(specs.preset("chunked_elman"))
+    assert len(rows) == 5 and all(r.ok for r in rows), rows
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None)
+@given(k=st.sampled_from([1, 2, 3, 5]), T=st.integers(1, 13), B=st.integers(1, 3), seed=st.integers(0, 2**16),
+       name=st.sampled_from(["chunked_elman", "stacked_mse"]))
+def test_chunk_is_a_loop_over_chunks_at_any_length(k: int, T: int, B: int, seed: int, name: str) -> None:
+    """Any run-time T, any chunk length: one call equals the loop over chunks (loop style)."""
+    s = variant(name, steps=5, truncate=k, truncate_style="chunk", clip_norm=0.0, clip=0.0)
+    mod, plain = module(s), module(variant(name, steps=5, truncate=0, clip_norm=0.0, clip=0.0))
+    params, xs, h0, targets = problem(mod, T, B, seed)
+    loss, grads, h_final = mod.loss_and_grads(params, xs, targets, h0, return_state=True)
+    h, total, summed = h0, 0.0, {n: 0.0 for n in mod.PARAMS}
+    for part in chunks(T, k):
+        l, g, h = plain.loss_and_grads(params, xs[part], targets[part], h, return_state=True)
+        total += l
+        summed = {n: summed[n] + g[n] for n in mod.PARAMS}
+    np.testing.assert_allclose(loss, total, **TOL)
+    for n in mod.PARAMS:
+        np.testing.assert_allclose(grads[n], summed[n], err_msg=n, **TOL)
+    for a, b in zip(h_final, h):
+        np.testing.assert_allclose(a, b, **TOL)

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import string
 from dataclasses import fields, is_dataclass
+from typing import ClassVar
 
 import jinja2
 
 from derive.document import Block, Code, Document, Inline, Math, Message, Text, pattern
 from derive.emit import render
+from derive.formats.base import Format, Job
 
 #: The first line of every generated file's header; `derive build` looks for it.
 GENERATED = "derive: generated file. Do not edit: changes are lost when it is regenerated."
@@ -104,3 +106,16 @@ class _Rendering:
                            f"{sorted(args)}, plainly; it has {sorted(wanted)}")
         return "".join(self.fmt.text(literal) + (self.inline(args[field]) if field is not None else "")
                        for literal, field, _, _ in parts)
+
+
+class DocumentFile(Format):
+    """A format of the registry that writes the document, as `renderer` renders it, to
+    `<name>.<format name>`."""
+
+    renderer: ClassVar[DocumentFormat]
+
+    def files(self, name: str) -> list[str]:
+        return [f"{name}.{self.name}"]
+
+    def render(self, job: Job) -> dict[str, bytes]:
+        return {f"{job.name}.{self.name}": self.renderer.render(job.document).encode("utf-8")}

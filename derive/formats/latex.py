@@ -4,8 +4,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from derive.document import Document
-from derive.formats.base import Format, Job
-from derive.formats.documents import DocumentFormat
+from derive.formats.documents import DocumentFile, DocumentFormat
 
 _SPECIALS = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": r"\&",
              "#": r"\#", "^": r"\^{}", "_": r"\_", "%": r"\%", "~": r"\~{}",
@@ -43,13 +42,8 @@ def render(document: Document) -> str:
     return Latex().render(document)
 
 
-class LatexFormat(Format):
-    """`<name>.tex`: the handout document rendered by `render`."""
+class LatexFormat(DocumentFile):
+    """`<name>.tex`: the handout."""
 
     name: ClassVar[str] = "tex"
-
-    def files(self, name: str) -> list[str]:
-        return [f"{name}.tex"]
-
-    def render(self, job: Job) -> dict[str, bytes]:
-        return {f"{job.name}.tex": render(job.document).encode("utf-8")}
+    renderer: ClassVar[DocumentFormat] = Latex()

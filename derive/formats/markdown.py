@@ -6,8 +6,7 @@ from typing import ClassVar
 import re
 
 from derive.document import Document
-from derive.formats.base import Format, Job
-from derive.formats.documents import DocumentFormat
+from derive.formats.documents import DocumentFile, DocumentFormat
 
 #: Characters that Markdown or HTML would interpret anywhere in a line ($ starts math).
 _SPECIALS = set("\\`*[]<>$|&~")
@@ -57,13 +56,8 @@ def render(document: Document) -> str:
     return Markdown().render(document)
 
 
-class MarkdownFormat(Format):
-    """`<name>.md`: the handout document rendered by `render`."""
+class MarkdownFormat(DocumentFile):
+    """`<name>.md`: the handout."""
 
     name: ClassVar[str] = "md"
-
-    def files(self, name: str) -> list[str]:
-        return [f"{name}.md"]
-
-    def render(self, job: Job) -> dict[str, bytes]:
-        return {f"{job.name}.md": render(job.document).encode("utf-8")}
+    renderer: ClassVar[DocumentFormat] = Markdown()

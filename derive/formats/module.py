@@ -16,10 +16,10 @@ before the recursion runs.
 """
 from __future__ import annotations
 
-import re
 import builtins
 import keyword
 import pprint
+import re
 from typing import TYPE_CHECKING, ClassVar
 
 import sympy as sp
@@ -42,9 +42,10 @@ if TYPE_CHECKING:   # the derivation is this stage's input, never called here
 TEMPLATE_NAMES = frozenset({
     "np", "xs", "hs", "h0", "params", "cache", "grads", "targets", "dhs", "loss", "t", "T",
     "B", "p", "g", "gv", "y", "tmp", "slope", "dtype", "probs", "logits", "dlogits", "dtop",
+    "check_finite", "name",
     "PARAMS", "LAYOUT", "SPEC", "forward", "backward", "predict", "init_params", "loss_and_grads",
-    "_HIDDEN", "_TRUNCATE", "_CLIP", "_backward", "_finish", "_check_array", "_check_xs", "_check_h0",
-    "_check_targets",
+    "_HIDDEN", "_TRUNCATE", "_CLIP", "_forward", "_backward", "_finish", "_as_array", "_check_array",
+    "_check_finite", "_check_xs", "_check_h0", "_check_targets", "_check_cache",
     # training loops (issue 13)
     "step", "to_torch", "from_torch", "tokens", "clip", "clip_norm", "return_state",
     "_CLIP_NORM", "_TORCH", "_predict", "_check_clip",

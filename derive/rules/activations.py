@@ -38,6 +38,11 @@ class TableFunction(sp.Function):
         return self.numpy_form.xreplace({u: self.args[0]})
 
 
+def elementary(expr: sp.Expr) -> sp.Expr:
+    """`expr` with every table function written by its definition (Max, exp, ...)."""
+    return expr.replace(lambda e: isinstance(e, TableFunction), lambda e: e.definition.xreplace({u: e.args[0]}))
+
+
 def stable(expr: sp.Expr) -> sp.Expr:
     """`expr` with every table function in its stable NumPy form, for lambdify."""
     return expr.replace(lambda e: isinstance(e, TableFunction), lambda e: e.stable())
