@@ -16,7 +16,9 @@ Measured, per implementation, size and dtype (float64, float32):
   after the first call) and the peak memory of one call (tracemalloc, and the rise of the
   peak RSS, VmHWM after resetting it through /proc/self/clear_refs) come from that process.
 * paired: all implementations in one process, each warmed up for ``--warm`` seconds, then
-  one call of each in turn (the order rotated every round); the median per implementation.
+  one call of each in turn (a new random order every round, a 50 ms pause before each call
+  so that the thread pools of the previous library stop spinning); the median per
+  implementation.
 
 tracemalloc sees NumPy's buffers only: torch's and JAX's allocators are invisible to it,
 so for them only the RSS figure means something. ``--baseline-derive`` builds a second
@@ -50,6 +52,7 @@ from bench_rnn import CASES, Case  # noqa: E402  (the four sizes)
 IMPLS = ("generated", "handwritten", "torch", "jax")
 DTYPES = ("float64", "float32")
 FUNCS = ("loss_and_grads", "backward")
+SWITCH_PAUSE = 0.05   # seconds before each paired call (see paired)
 
 
 def spec_toml(case: Case) -> str:
@@ -282,15 +285,18 @@ def paired(impls, case, dtype, module, paths, func, warm: float, rounds: int) ->
             c()
     times: dict[str, list[float]] = {i: [] for i in impls}
     flts: dict[str, int] = {i: 0 for i in impls}
-    order = list(impls)
+    rng = np.random.default_rng(0)
     for r in range(rounds):
-        for i in order:
+        # a new order every round (a fixed cyclic order always puts the same library before
+        # each one), and a pause before each call: torch's OpenMP and JAX's threads spin for a
+        # while after a call and would slow the next library's BLAS threads
+        for i in [impls[j] for j in rng.permutation(len(impls))]:
+            time.sleep(SWITCH_PAUSE)
             f0 = faults()
             t0 = time.perf_counter()
             calls[i]()
             times[i].append(time.perf_counter() - t0)
             flts[i] += faults() - f0
-        order = order[1:] + order[:1]
     return {i: {"time": statistics.median(times[i]), "faults": flts[i] / rounds} for i in impls}
 
 
@@ -347,6 +353,7 @@ def main() -> None:
     ap.add_argument("--derive-cmd", default=f"{sys.executable} -m derive")
     ap.add_argument("--baseline-derive", help="a second derive command: its module runs as 'generated (before)'")
     ap.add_argument("--out", help="write the Markdown tables to this file too")
+    ap.add_argument("--only", choices=("fresh", "paired"), help="one of the two ways (default: both)")
     args = ap.parse_args()
     if args.worker:
         worker(args)
@@ -374,48 +381,50 @@ def main() -> None:
         print(text, flush=True)
 
     for func in FUNCS:
-        emit(f"### `{func}`: fresh processes (alternating; median of {args.repeats}), ms per call")
-        emit()
-        emit("| size | dtype | impl | first call | early (no warm-up) | warm | faults/call early | faults/call warm"
-             " | peak traced MB | peak RSS rise MB |")
-        emit("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
-        for ci in cases:
-            for dtype in DTYPES:
-                runs: dict[str, list[dict]] = {i: [] for i in impls}
-                for _ in range(args.repeats):
+        if args.only != "paired":
+            emit(f"### `{func}`: fresh processes (alternating; median of {args.repeats}), ms per call")
+            emit()
+            emit("| size | dtype | impl | first call | early (no warm-up) | warm | faults/call early | faults/call warm"
+                 " | peak traced MB | peak RSS rise MB |")
+            emit("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
+            for ci in cases:
+                for dtype in DTYPES:
+                    runs: dict[str, list[dict]] = {i: [] for i in impls}
+                    for _ in range(args.repeats):
+                        for impl in impls:
+                            job = {"impl": impl, "case": ci, "dtype": dtype, "func": func, "module": str(modules[ci]),
+                                   "paths": {k: str(v) for k, v in paths.get(ci, {}).items()}, "warm": args.warm,
+                                   "calls": args.calls, "early": args.early}
+                            runs[impl].append(fresh(job, env))
                     for impl in impls:
-                        job = {"impl": impl, "case": ci, "dtype": dtype, "func": func, "module": str(modules[ci]),
-                               "paths": {k: str(v) for k, v in paths.get(ci, {}).items()}, "warm": args.warm,
-                               "calls": args.calls, "early": args.early}
-                        runs[impl].append(fresh(job, env))
-                for impl in impls:
-                    ok = [r for r in runs[impl] if "error" not in r]
-                    if not ok:
-                        emit(f"| {CASES[ci].label} | {dtype} | {impl} | error: {runs[impl][0]['error'][:60]} |||||||")
-                        continue
-                    med = {k: statistics.median([r[k] for r in ok if r[k] is not None]) if any(r[k] is not None for r in ok)
-                           else None for k in ok[0]}
-                    traced = fmt(med["traced"], ".1f") if impl in ("generated", "handwritten", "generated (before)") else "n/a"
-                    emit(f"| {CASES[ci].label} | {dtype} | {impl} | {med['first'] * 1e3:.1f} | {med['early'] * 1e3:.2f}"
-                         f" | {med['warm'] * 1e3:.2f} | {med['early_faults']:.0f} | {med['faults']:.0f} | {traced}"
-                         f" | {fmt(med['rss'], '.1f')} |")
-        emit()
-        emit(f"### `{func}`: paired in one process (warm-up {args.warm} s each, median of {args.rounds} rounds), "
-             "ms per call and ratio to the generated module")
-        emit()
-        emit("| size | dtype | " + " | ".join(impls) + " | faults/call (generated) | generated GFLOP/s (% of dgemm peak) |")
-        emit("|---|---|" + "---:|" * (len(impls) + 2))
-        for ci in cases:
-            for dtype in DTYPES:
-                res = paired(impls, CASES[ci], dtype, import_path(modules[ci], f"_bench_paired_{ci}"),
-                             paths.get(ci, {}), func, args.warm, args.rounds)
-                gen = res["generated"]["time"]
-                cells = [f"{res[i]['time'] * 1e3:.2f}" + ("" if i == "generated" else f" ({res[i]['time'] / gen:.2f}x)")
-                         for i in impls]
-                rate = flops(CASES[ci]) / gen / 1e9 if func == "loss_and_grads" else CASES[ci].flops() * 2 / 3 / gen / 1e9
-                emit(f"| {CASES[ci].label} | {dtype} | " + " | ".join(cells) +
-                     f" | {res['generated']['faults']:.0f} | {rate:.1f} ({100 * rate / peak:.0f} %) |")
-        emit()
+                        ok = [r for r in runs[impl] if "error" not in r]
+                        if not ok:
+                            emit(f"| {CASES[ci].label} | {dtype} | {impl} | error: {runs[impl][0]['error'][:60]} |||||||")
+                            continue
+                        med = {k: statistics.median([r[k] for r in ok if r[k] is not None]) if any(r[k] is not None for r in ok)
+                               else None for k in ok[0]}
+                        traced = fmt(med["traced"], ".1f") if impl in ("generated", "handwritten", "generated (before)") else "n/a"
+                        emit(f"| {CASES[ci].label} | {dtype} | {impl} | {med['first'] * 1e3:.1f} | {med['early'] * 1e3:.2f}"
+                             f" | {med['warm'] * 1e3:.2f} | {med['early_faults']:.0f} | {med['faults']:.0f} | {traced}"
+                             f" | {fmt(med['rss'], '.1f')} |")
+            emit()
+        if args.only != "fresh":
+            emit(f"### `{func}`: paired in one process (warm-up {args.warm} s each, median of {args.rounds} rounds), "
+                 "ms per call and ratio to the generated module")
+            emit()
+            emit("| size | dtype | " + " | ".join(impls) + " | faults/call (generated) | generated GFLOP/s (% of the float64 dgemm peak) |")
+            emit("|---|---|" + "---:|" * (len(impls) + 2))
+            for ci in cases:
+                for dtype in DTYPES:
+                    res = paired(impls, CASES[ci], dtype, import_path(modules[ci], f"_bench_paired_{ci}"),
+                                 paths.get(ci, {}), func, args.warm, args.rounds)
+                    gen = res["generated"]["time"]
+                    cells = [f"{res[i]['time'] * 1e3:.2f}" + ("" if i == "generated" else f" ({res[i]['time'] / gen:.2f}x)")
+                             for i in impls]
+                    rate = flops(CASES[ci]) / gen / 1e9 if func == "loss_and_grads" else CASES[ci].flops() * 2 / 3 / gen / 1e9
+                    emit(f"| {CASES[ci].label} | {dtype} | " + " | ".join(cells) +
+                         f" | {res['generated']['faults']:.0f} | {rate:.1f} ({100 * rate / peak:.0f} %) |")
+            emit()
     if args.out:
         Path(args.out).write_text("\n".join(lines + out) + "\n")
 
