@@ -50,6 +50,7 @@ import _handwritten as hw  # noqa: E402
 from bench_rnn import CASES, Case  # noqa: E402  (the four sizes)
 
 IMPLS = ("generated", "handwritten", "torch", "jax")
+UNCHECKED = "generated, check_finite=False"   # --unchecked: the cost of the input scan
 DTYPES = ("float64", "float32")
 FUNCS = ("loss_and_grads", "backward")
 SWITCH_PAUSE = 0.05   # seconds before each paired call (see paired)
@@ -130,10 +131,11 @@ def make_calls(impl: str, case: Case, dtype: str, module, derive_paths: dict[str
     """{func: zero-argument callable} for one implementation."""
     params, xs, targets, dhs = problem(case, dtype, module)
     if impl.startswith("generated"):
-        mod = module if impl == "generated" else import_path(derive_paths[impl], "_bench_before")
+        mod = import_path(derive_paths[impl], "_bench_before") if impl in derive_paths else module
         hs, cache = mod.forward(params, xs)
-        return {"loss_and_grads": lambda: mod.loss_and_grads(params, xs, targets),
-                "backward": lambda: mod.backward(dhs, cache)}
+        check = impl != UNCHECKED   # what users see is the default, check_finite=True
+        return {"loss_and_grads": lambda: mod.loss_and_grads(params, xs, targets, check_finite=check),
+                "backward": lambda: mod.backward(dhs, cache, check_finite=check)}
     rnn, out = split(module, params)
     if impl == "handwritten":
         hs, kept = hw.forward(rnn, xs)
@@ -353,6 +355,7 @@ def main() -> None:
     ap.add_argument("--derive-cmd", default=f"{sys.executable} -m derive")
     ap.add_argument("--baseline-derive", help="a second derive command: its module runs as 'generated (before)'")
     ap.add_argument("--out", help="write the Markdown tables to this file too")
+    ap.add_argument("--unchecked", action="store_true", help=f"also measure '{UNCHECKED}'")
     ap.add_argument("--only", choices=("fresh", "paired"), help="one of the two ways (default: both)")
     args = ap.parse_args()
     if args.worker:
@@ -368,6 +371,8 @@ def main() -> None:
             paths[ci] = {"generated (before)": build_module(CASES[ci], tmp, shlex.split(args.baseline_derive), "before")}
     if args.baseline_derive:
         impls.insert(1, "generated (before)")
+    if args.unchecked:
+        impls.insert(1, UNCHECKED)
     lines = ["## Training-loop benchmark: `loss_and_grads` and `backward` (issue 15)", "",
              f"Command: `python benchmarks/bench_loss_and_grads.py {' '.join(sys.argv[1:])}`", "", *machine()]
     peak = dgemm_peak()
@@ -403,7 +408,7 @@ def main() -> None:
                             continue
                         med = {k: statistics.median([r[k] for r in ok if r[k] is not None]) if any(r[k] is not None for r in ok)
                                else None for k in ok[0]}
-                        traced = fmt(med["traced"], ".1f") if impl in ("generated", "handwritten", "generated (before)") else "n/a"
+                        traced = fmt(med["traced"], ".1f") if impl.startswith(("generated", "handwritten")) else "n/a"
                         emit(f"| {CASES[ci].label} | {dtype} | {impl} | {med['first'] * 1e3:.1f} | {med['early'] * 1e3:.2f}"
                              f" | {med['warm'] * 1e3:.2f} | {med['early_faults']:.0f} | {med['faults']:.0f} | {traced}"
                              f" | {fmt(med['rss'], '.1f')} |")
