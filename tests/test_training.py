@@ -290,7 +290,7 @@ def test_tokens_are_gathered_not_multiplied(monkeypatch: pytest.MonkeyPatch) -> 
     params, _, h0, targets = problem(mod, 5)
     tokens = np.random.default_rng(0).integers(0, 3, size=(5, 3))
     seen = []
-    for helper in ("_matmul_steps", "_contract_steps", "_one_hot"):
+    for helper in [h for h in ("_matmul_steps", "_contract_steps", "_one_hot") if hasattr(mod, h)]:   # issue 15: no _one_hot
         original = getattr(mod, helper)
 
         def spy(*args, _original=original, _name=helper, **kwargs):

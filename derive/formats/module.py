@@ -8,6 +8,11 @@ into h_l[1:] before the loop overwrites it step by step. Deltas live in `delta_h
 shape (T, B, H_l), which first holds the slope f'(a_t) of every step; the last step's rule is
 peeled off the loop. With truncation they are (T + 1, k, B, H_l): one row per age, and a
 zero row for delta_{T+1}.
+
+The loss allocates little (issue 15): the logits are written into one (T, B, classes)
+buffer that becomes the softmax and then dE/dz in place, class targets are read at their
+index (the loss table's `gathered` form: no one-hot rows), and that buffer is released
+before the recursion runs.
 """
 from __future__ import annotations
 
@@ -23,8 +28,9 @@ from derive.document import equation_labels
 from derive.emit import render
 from derive.emit.printers import LoopCodePrinter
 from derive.formats.base import Format, Job
-from derive.matrices import elementwise
+from derive.matrices import LogSumExp, elementwise
 from derive.rules import ACTIVATIONS, LOSSES
+from derive.rules.losses import Pick
 from derive.symbols import t
 
 if TYPE_CHECKING:   # the derivation is this stage's input, never called here
@@ -43,9 +49,12 @@ TEMPLATE_NAMES = frozenset({
     # training loops (issue 13)
     "step", "to_torch", "from_torch", "tokens", "clip", "clip_norm", "return_state",
     "_CLIP_NORM", "_TORCH", "_predict", "_check_clip",
+    # fused loss (issue 15)
+    "lse", "picked", "older",
 })
 #: Helpers a module defines only when its code calls them (templates/helpers/<name>.py.j2).
-HELPERS = ("_matmul_steps", "_contract_steps", "_scatter_steps", "_older", "_softmax", "_logsumexp", "_one_hot")
+HELPERS = ("_matmul_steps", "_contract_steps", "_scatter_steps", "_older", "_softmax", "_softmax_lse", "_logsumexp",
+           "_add_at", "_one_hot")
 
 
 class Namer:
@@ -146,12 +155,14 @@ def module_view(derivation: "Derivation", command: str, template: str, local: Na
 
         if k:
             # each delta carries an age axis; delta_{t+1} is read one step older
-            step_refs = {sym("hidden_grad", l, t): "g[t]", sym("delta", l, t + 1): f"_older({delta[l]}[t + 1])"}
+            # the older deltas are shifted into one buffer allocated once per layer
+            step_refs = {sym("hidden_grad", l, t): "g[t]", sym("delta", l, t + 1): f"_older({delta[l]}[t + 1], older)"}
             back = printer(step_refs)
             setup = _transposed_copies(back, total_part, local)
             if slope_part is not None:
                 setup += [f"slope = np.empty((T, B, {H}), dtype=dtype)", *slope_into("slope")]
             setup.append(f"{delta[l]} = np.zeros((T + 1, _TRUNCATE, B, {H}), dtype=dtype)")
+            setup.append(f"older = np.empty((_TRUNCATE, B, {H}), dtype=dtype)")
             backward_step = back.accumulate(f"{delta[l]}[t]", total_part)
             backward_step += [f"{delta[l]}[t] *= slope[t]"] if slope_part is not None else []
             total_line = f"{delta[l]}[:-1].sum(axis=1)"
@@ -216,32 +227,51 @@ def module_view(derivation: "Derivation", command: str, template: str, local: Na
         d_refs = {**o_refs, sym("output_delta", None, t): "dlogits"}
         loss_refs = {**o_refs, sym("upstream", None, t): "y"}
         key = {p: names.python(sym.info[p].role, sym.info[p].layer) for p in sym.params()}
+        target = sym("target", None, t)
+        at = derivation.unrolled.at(t)
+        # the loss value: with class targets, y . z is read at the class index (no one-hot)
+        fused = loss.target == "class" and loss.gathered is not None
+        fused_pr = FusedPrinter(sym, {**refs, **loss_refs}, steps=True)
+        loss_expr = loss.gathered(at) if fused else loss.stable(at)
+        picks = []
+        if fused:
+            # the logits at the class index are read before the softmax overwrites them
+            for pick in sorted(loss_expr.atoms(Pick), key=str):
+                picks.append(f"picked = {fused_pr._print(pick)}")
+                fused_pr.fused[pick] = "picked"
+            fused_pr.fused[LogSumExp(sym("logits", None, t))] = "lse"
         output = {
             "logits": pr.vector(logits_expr),
+            "logits_into": pr.accumulate("logits", logits_expr),
             "prediction": pr.vector(pred[0]) if pred else "logits",
-            "dlogits": pr.vector(rule.output_delta.rhs),
+            "dlogits": _fused_rule(printer(d_refs, steps=True), rule.output_delta.rhs, target,
+                                   "probs" if fused else None, fused),
             "dtop": printer(d_refs, steps=True).vector(rule.top_upstream),
             "grads": [{"name": key[p], "expr": printer(d_refs, steps=True).total(e)} for p, e in rule.output_uses.items()],
             "locals": [x for x in params if x["layer"] == L + 1],
-            "target": f"_one_hot(targets, {m.output_size}, dtype)" if loss.target == "class" else "targets",
-            "loss": printer(loss_refs, steps=True).grand_total(loss.stable(derivation.unrolled.at(t))),
+            "target": "targets[..., None]" if loss.target == "class" else "targets",
+            "loss": fused_pr.grand_total(loss_expr),
+            "picks": picks,
         }
         probs = ("_softmax(logits)" if m.output_activation == "softmax" or spec.loss.kind == "cross_entropy"
                  else output["prediction"])
         if spec.loss.kind == "bce":
             probs = printer({sym("logits", None, t): "logits"}, steps=True).vector(
                 elementwise(ACTIVATIONS["sigmoid"].value, sym("logits", None, t)))
-        output["probs"] = probs
-        dtop = loss_line = None
+        # softmax and log-sum-exp from one exp, in place in the logits' buffer
+        output["probs"] = "_softmax_lse(logits)" if fused else probs
+        output["probs_names"] = "probs, lse" if fused else "probs"
+        dtop = loss_line = dtop_scale = None
     else:  # no output layer: the loss (or the upstream gradient) acts on the top hidden states
         d_refs = {top: "hs", sym("target", None, t): "targets", sym("upstream", None, t): "targets"}
-        dtop = printer(d_refs, steps=True).vector(rule.top_upstream)
-        loss_line = printer(d_refs, steps=True).grand_total(loss.stable(derivation.unrolled.at(t)))
+        # the residual is computed once: the loss reads it (as dtop) before it is scaled
+        dtop, loss_line, dtop_scale = _fused_top(FusedPrinter(sym, {**refs, **d_refs}, steps=True), rule.top_upstream,
+                                                 sym("target", None, t), loss.stable(derivation.unrolled.at(t)))
     return {
         "name": spec.name, "title": spec.title or spec.name, "command": command, "template": template,
         "params": params, "layout": spec.layout, "spec_repr": pprint.pformat(spec.to_dict(), sort_dicts=False, width=88),
         "layers": layers, "top": h[L], "top_size": m.hidden_sizes[-1], "num_layers": L,
-        "input_size": m.input_size, "output_size": m.output_size, "output": output, "dtop": dtop,
+        "input_size": m.input_size, "output_size": m.output_size, "output": output, "dtop": dtop, "dtop_scale": dtop_scale,
         "loss": loss_line, "class_targets": loss.target == "class",
         "probability_targets": loss.target == "probability", "loss_kind": spec.loss.kind, "last_step": spec.loss.at == "last_step",
         "mean": spec.loss.reduction == "mean", "truncate": k, "chunk": spec.bptt.truncate if chunk else 0,
@@ -252,6 +282,84 @@ def module_view(derivation: "Derivation", command: str, template: str, local: Na
         "output_activation": m.output_activation,
         "style_note": "loop style", "math_note": "'s generic step rule",
     }
+
+
+class FusedPrinter(LoopCodePrinter):
+    """The loop printer, plus the forms the module computes fused: `fused` maps an
+    expression to the name of the buffer that already holds it (log-sum-exp beside the
+    softmax), and `Pick` prints as a gather at the class index."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fused: dict[sp.Expr, str] = {}
+
+    def _print(self, expr, **kwargs) -> str:
+        if isinstance(expr, sp.Basic) and expr in self.fused:
+            return self.fused[expr]
+        return super()._print(expr, **kwargs)
+
+    def _paren(self, expr: sp.Expr) -> str:
+        return self.fused[expr] if expr in self.fused else super()._paren(expr)
+
+    def _print_Pick(self, expr: Pick) -> str:
+        return f"np.take_along_axis({self.vector(expr.arg)}, {self.refs[expr.target]}, axis=-1)"
+
+
+def _split_target(expr: sp.MatrixExpr, target: sp.MatrixSymbol) -> tuple[sp.Expr, sp.MatrixExpr, sp.Expr] | None:
+    """expr = scale * (rest + sign * target), or None when it has no such form."""
+    scale, body = expr.as_coeff_mmul() if isinstance(expr, sp.MatMul) else (sp.Integer(1), expr)
+    if isinstance(body, sp.MatMul) and len(body.args) == 1:
+        body = body.args[0]
+    if not isinstance(body, sp.MatAdd):
+        return None
+    rest, sign = [], None
+    for term in body.args:
+        coeff, core = term.as_coeff_mmul() if isinstance(term, sp.MatMul) else (sp.Integer(1), term)
+        core = core.args[0] if isinstance(core, sp.MatMul) and len(core.args) == 1 else core
+        if core == target and sign is None and coeff in (1, -1):
+            sign = coeff
+        elif target in term.free_symbols:
+            return None
+        else:
+            rest.append(term)
+    if sign is None or not rest:
+        return None
+    return scale, sp.MatAdd(*rest) if len(rest) > 1 else rest[0], sign
+
+
+def _fused_rule(pr: LoopCodePrinter, expr: sp.MatrixExpr, target: sp.MatrixSymbol, buffer: str | None,
+                class_target: bool) -> list[str]:
+    """dE/dz written into `dlogits` in place: the part without the target (in the buffer
+    that already holds it, when `buffer` names one), then the target added at its class
+    index (class targets) or subtracted whole, then the reduction's scale."""
+    split = _split_target(expr, target)
+    if split is None:
+        return [f"dlogits = {pr.vector(expr)}"]
+    scale, rest, sign = split
+    lines = [f"dlogits = {buffer}" if buffer else f"dlogits = {pr.vector(rest)}"]
+    if class_target:
+        lines.append(f"_add_at(dlogits, {pr.refs[target]}, {int(sign)})")
+    else:
+        lines.append(f"dlogits {'+' if sign > 0 else '-'}= {pr.vector(target)}")
+    if scale != 1:
+        lines.append(f"dlogits *= {pr._print(scale)}")
+    return lines
+
+
+def _fused_top(pr: LoopCodePrinter, expr: sp.MatrixExpr, target: sp.MatrixSymbol,
+               loss: sp.MatrixExpr) -> tuple[list[str], str, list[str]]:
+    """Without an output layer: dtop = scale * residual in place, the loss reading the
+    residual from dtop before it is scaled (when the loss is 1/2 residual . residual)."""
+    split = _split_target(expr, target)
+    if split is None:
+        return [f"dtop = {pr.vector(expr)}"], pr.grand_total(loss), []
+    scale, rest, sign = split
+    residual = rest + sign * target
+    lines = [f"dtop = {pr.vector(residual)}"]
+    reader = FusedPrinter(pr.sym, pr.refs, steps=True)
+    reader.fused.update({residual: "dtop", residual.T: "dtop"})
+    text = reader.grand_total(loss)
+    return lines, text, [f"dtop *= {pr._print(scale)}"] if scale != 1 else []
 
 
 def _torch_view(params: list[dict], spec) -> list[dict]:

@@ -53,6 +53,29 @@ def _through_output(at: At, residual: sp.MatrixExpr) -> tuple[sp.MatrixSymbol, s
     return at.logits, sp.HadamardProduct(p, residual - (sp.MatMul(dot, ones) if at.row else sp.MatMul(ones, dot)))
 
 
+class Pick(sp.MatrixExpr):
+    """y . z for a one-hot y, as the module computes it: the entry of z at y's class index (a
+    gather; no one-hot row is built). A 1 x 1 matrix, as the inner product it stands for."""
+
+    def __new__(cls, arg: sp.MatrixExpr, target: sp.MatrixSymbol):
+        return super().__new__(cls, arg, target)
+
+    @property
+    def arg(self) -> sp.MatrixExpr:
+        return self.args[0]
+
+    @property
+    def target(self) -> sp.MatrixSymbol:
+        return self.args[1]
+
+    @property
+    def shape(self):
+        return (sp.Integer(1), sp.Integer(1))
+
+    def _eval_transpose(self) -> "Pick":
+        return self
+
+
 def _mse(at: At) -> sp.MatrixExpr:
     e = at.prediction - at.target
     return sp.Rational(1, 2) * inner(at.row, e, e)
@@ -84,6 +107,9 @@ class Loss:
     value: Callable[[At], sp.MatrixExpr]     # E_t, the textbook form
     stable: Callable[[At], sp.MatrixExpr]    # E_t as the module computes it
     rule: Callable[[At], tuple[sp.MatrixSymbol, sp.MatrixExpr]]   # (node, dE_t/d node)
+    #: code-facing: E_t with the class target read by index (`Pick`), for class targets;
+    #: equal to `stable` when the target is one-hot (tests/test_module_table.py)
+    gathered: Callable[[At], sp.MatrixExpr] | None = None
 
 
 LOSSES: dict[str, Loss] = {row.name: row for row in (
@@ -92,7 +118,8 @@ LOSSES: dict[str, Loss] = {row.name: row for row in (
     # with one-hot targets, -y . log softmax(z) = logsumexp(z) - y . z
     Loss("cross_entropy", ("softmax", "identity"), False, "class", _cross_entropy,
          lambda at: LogSumExp(at.logits) - inner(at.row, at.target, at.logits),
-         lambda at: (at.logits, at.probabilities("softmax") - at.target)),
+         lambda at: (at.logits, at.probabilities("softmax") - at.target),
+         lambda at: LogSumExp(at.logits) - Pick(at.logits, at.target)),
     # log σ(z) = -softplus(-z) and log(1 - σ(z)) = -softplus(z): E = Σ softplus(z) - y . z
     Loss("bce", ("sigmoid", "identity"), False, "probability", _bce,
          lambda at: inner(at.row, sp.OneMatrix(*at.logits.shape), elementwise(logaddexp(0, u), at.logits))

@@ -174,15 +174,18 @@ def loss_and_grads(params, xs, targets, h0=None, *, return_state=False, clip=Non
     targets = _check_targets(targets, B, dtype, check_finite)[None]
     p = cache["params"]
     w_o = p["w_o"]
-    logits = _matmul_steps(hs, w_o)
+    logits = np.empty(hs.shape[:2] + (1,), dtype=dtype)
+    _matmul_steps(hs, w_o, out=logits)
     y = targets
     probs = np.exp(-np.logaddexp(0, -logits))
     loss = np.sum(np.logaddexp(0, logits)) - np.sum(y * logits)
-    dlogits = probs - y
+    dlogits = probs
+    dlogits -= y
     dtop = _matmul_steps(dlogits, w_o.T)
     grads = {
         "w_o": _contract_steps(hs, dlogits),
     }
+    del logits, probs, dlogits   # the (T, B, classes) buffers are dead before the recursion runs
     dtop = np.concatenate([np.zeros((T - 1,) + dtop.shape[1:], dtype=dtype), dtop])
     grads.update(_backward(dtop, cache))
     if return_state:

@@ -213,8 +213,8 @@ def loss_and_grads(params, xs, targets, h0=None, *, return_state=False, clip=Non
     T, B = hs.shape[:2]
     dtype = hs.dtype
     targets = _check_targets(targets, (T, B), dtype, check_finite)
-    loss = 1 / 2 * np.sum((hs - targets) * (hs - targets))
     dtop = hs - targets
+    loss = 1 / 2 * np.sum(dtop * dtop)
     grads = {}
     grads.update(_backward(dtop, cache))
     if return_state:

@@ -130,9 +130,10 @@ def _backward(dtop, cache):
     np.square(h[1:], out=slope)
     np.subtract(1, slope, out=slope)
     delta_h = np.zeros((T + 1, _TRUNCATE, B, 4), dtype=dtype)
+    older = np.empty((_TRUNCATE, B, 4), dtype=dtype)
     tmp = np.empty((B, 4), dtype=dtype)
     for t in range(T - 1, -1, -1):
-        np.dot(_older(delta_h[t + 1]), W_hh, out=delta_h[t])
+        np.dot(_older(delta_h[t + 1], older), W_hh, out=delta_h[t])
         delta_h[t] += g[t]
         delta_h[t] *= slope[t]
     delta_h_sum = delta_h[:-1].sum(axis=1)
@@ -185,16 +186,21 @@ def loss_and_grads(params, xs, targets, h0=None, *, return_state=False, clip=Non
     p = cache["params"]
     W_hy = p["W_hy"]
     b_y = p["b_y"]
-    logits = _matmul_steps(hs, W_hy.T) + b_y
-    y = _one_hot(targets, 3, dtype)
-    probs = _softmax(logits)
-    loss = np.sum(_logsumexp(logits)) - np.sum(y * logits)
-    dlogits = probs - y
+    logits = np.empty(hs.shape[:2] + (3,), dtype=dtype)
+    _matmul_steps(hs, W_hy.T, out=logits)
+    logits += b_y
+    y = targets[..., None]
+    picked = np.take_along_axis(logits, y, axis=-1)
+    probs, lse = _softmax_lse(logits)
+    loss = np.sum(lse) - np.sum(picked)
+    dlogits = probs
+    _add_at(dlogits, y, -1)
     dtop = _matmul_steps(dlogits, W_hy)
     grads = {
         "W_hy": _contract_steps(dlogits, hs),
         "b_y": dlogits.sum(axis=(0, 1)),
     }
+    del logits, probs, dlogits   # the (T, B, classes) buffers are dead before the recursion runs
     grads.update(_backward(dtop, cache))
     if return_state:
         return loss, _finish(grads, clip, clip_norm), cache["h_final"]
@@ -298,9 +304,10 @@ def _scatter_steps(index, values, classes):
     return out.reshape(classes, n).astype(values.dtype, copy=False)
 
 
-def _older(delta):
-    """Deltas one step older: age a moves to a + 1, the oldest drops out of the window."""
-    out = np.zeros_like(delta)
+def _older(delta, out):
+    """Deltas one step older, written into out: age a moves to a + 1, the oldest drops out
+    of the window."""
+    out[0] = 0
     out[1:] = delta[:-1]
     return out
 
@@ -311,17 +318,24 @@ def _softmax(z):
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def _logsumexp(z):
-    """log sum exp over the last axis, shifted by the maximum so that exp never overflows."""
+def _softmax_lse(z):
+    """softmax and log sum exp over the last axis from one exp, in place: z becomes the
+    softmax (shifted by the maximum so that exp never overflows; the same values as
+    _softmax and _logsumexp)."""
     m = z.max(axis=-1, keepdims=True)
-    return m + np.log(np.exp(z - m).sum(axis=-1, keepdims=True))
+    z -= m
+    np.exp(z, out=z)
+    s = z.sum(axis=-1, keepdims=True)
+    z /= s
+    np.log(s, out=s)
+    s += m
+    return z, s
 
 
-def _one_hot(labels, classes, dtype):
-    """Class indices as one-hot rows."""
-    out = np.zeros(labels.shape + (classes,), dtype=dtype)
-    np.put_along_axis(out, labels[..., None], 1, axis=-1)
-    return out
+def _add_at(a, index, value):
+    """a += value at the class index of every row, in place (one gather and one scatter:
+    the one-hot rows are never built)."""
+    np.put_along_axis(a, index, np.take_along_axis(a, index, axis=-1) + value, axis=-1)
 
 
 def _as_array(name, value, shape):

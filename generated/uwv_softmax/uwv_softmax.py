@@ -174,15 +174,19 @@ def loss_and_grads(params, xs, targets, h0=None, *, return_state=False, clip=Non
     targets = _check_targets(targets, (T, B), dtype, check_finite)
     p = cache["params"]
     V = p["V"]
-    logits = _matmul_steps(hs, V.T)
-    y = _one_hot(targets, 3, dtype)
-    probs = _softmax(logits)
-    loss = np.sum(_logsumexp(logits)) - np.sum(y * logits)
-    dlogits = probs - y
+    logits = np.empty(hs.shape[:2] + (3,), dtype=dtype)
+    _matmul_steps(hs, V.T, out=logits)
+    y = targets[..., None]
+    picked = np.take_along_axis(logits, y, axis=-1)
+    probs, lse = _softmax_lse(logits)
+    loss = np.sum(lse) - np.sum(picked)
+    dlogits = probs
+    _add_at(dlogits, y, -1)
     dtop = _matmul_steps(dlogits, V)
     grads = {
         "V": _contract_steps(dlogits, hs),
     }
+    del logits, probs, dlogits   # the (T, B, classes) buffers are dead before the recursion runs
     grads.update(_backward(dtop, cache))
     if return_state:
         return loss, _finish(grads, clip, clip_norm), cache["h_final"]
@@ -290,17 +294,24 @@ def _softmax(z):
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def _logsumexp(z):
-    """log sum exp over the last axis, shifted by the maximum so that exp never overflows."""
+def _softmax_lse(z):
+    """softmax and log sum exp over the last axis from one exp, in place: z becomes the
+    softmax (shifted by the maximum so that exp never overflows; the same values as
+    _softmax and _logsumexp)."""
     m = z.max(axis=-1, keepdims=True)
-    return m + np.log(np.exp(z - m).sum(axis=-1, keepdims=True))
+    z -= m
+    np.exp(z, out=z)
+    s = z.sum(axis=-1, keepdims=True)
+    z /= s
+    np.log(s, out=s)
+    s += m
+    return z, s
 
 
-def _one_hot(labels, classes, dtype):
-    """Class indices as one-hot rows."""
-    out = np.zeros(labels.shape + (classes,), dtype=dtype)
-    np.put_along_axis(out, labels[..., None], 1, axis=-1)
-    return out
+def _add_at(a, index, value):
+    """a += value at the class index of every row, in place (one gather and one scatter:
+    the one-hot rows are never built)."""
+    np.put_along_axis(a, index, np.take_along_axis(a, index, axis=-1) + value, axis=-1)
 
 
 def _as_array(name, value, shape):
