@@ -340,7 +340,7 @@ def path_sums(spec: Spec, unrolled: Unrolled | None = None) -> dict[sp.MatrixSym
     """
     unrolled = unrolled or unroll(spec)
     sym, m = unrolled.sym, spec.model
-    L, k_max = m.layers, spec.bptt.truncate or spec.bptt.steps
+    L = m.layers
     # unevaluated transposes: letting SymPy distribute them over long products is slow
     col = (lambda e: sp.Transpose(e)) if sym.row else (lambda e: e)
     W = {l: col(sym("input_weight", l)) for l in range(1, L + 1)}
