@@ -39,10 +39,12 @@ def render(spec: Spec, formats: list[str], style: str = "loop", command: str = "
     """Every file of the requested formats, in memory: file name -> content."""
     formats = _validate(spec, formats, style, command)
     derivation = bptt.derive(spec)                        # unroll and derive, once
-    figures = numbers.compute(derivation, command)        # the worked example, the measured norms
-    doc = document.build(derivation, command, numbers=figures)   # the handout as data
-    job = Job(derivation, doc, command, style)
     wanted = {need for f in formats for need in FORMATS[f].needs} | set(formats)
+    doc = None
+    if any(FORMATS[f].reads_document for f in wanted):    # not for the module alone (derive check)
+        figures = numbers.compute(derivation, command)    # the worked example, the measured norms
+        doc = document.build(derivation, command, numbers=figures)   # the handout as data
+    job = Job(derivation, doc, command, style)
     for name, fmt in FORMATS.items():                     # the formats, in registry order
         if name in wanted:
             out = fmt.render(job)

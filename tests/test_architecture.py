@@ -266,3 +266,20 @@ def test_the_namer_knows_every_name_the_templates_bind(name: str, style: str) ->
             continue   # a helper: its own scope never holds a user's symbol
         unknown = {b for b in bound if not b.startswith(user)} - TEMPLATE_NAMES - set(HELPERS) - set(dir(builtins))
         assert not unknown, f"{fn.name} binds {sorted(unknown)}: add them to TEMPLATE_NAMES"
+
+
+@pytest.mark.parametrize("style", ["loop", "unrolled"])
+def test_the_module_alone_builds_no_document(monkeypatch: pytest.MonkeyPatch, style: str) -> None:
+    """`derive check` and the tests render the module alone: the handout and its numbers
+    (a worked example, fifty-step runs of the module) are not built for it."""
+    from derive import document, numbers
+
+    def unwanted(*args, **kwargs):
+        raise AssertionError("the document stage ran for the module alone")
+
+    monkeypatch.setattr(document, "build", unwanted)
+    monkeypatch.setattr(numbers, "compute", unwanted)
+    files = build.render(preset("truncated_elman"), ["py"], style=style)
+    assert list(files) == ["truncated_elman.py"]
+    with pytest.raises(AssertionError, match="document stage ran"):
+        build.render(preset("truncated_elman"), ["md"])

@@ -31,6 +31,8 @@ class Format:
     name: ClassVar[str]
     #: formats whose rendered files this one reads from `Job.rendered`
     needs: ClassVar[tuple[str, ...]] = ()
+    #: whether `render` reads `Job.document`: the document (and its numbers) is built only then
+    reads_document: ClassVar[bool] = False
 
     def files(self, name: str) -> list[str]:
         """The file names this format writes for the spec `name`."""

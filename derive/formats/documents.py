@@ -113,6 +113,7 @@ class DocumentFile(Format):
     `<name>.<format name>`."""
 
     renderer: ClassVar[DocumentFormat]
+    reads_document: ClassVar[bool] = True
 
     def files(self, name: str) -> list[str]:
         return [f"{name}.{self.name}"]
