@@ -178,22 +178,26 @@ def run_forward(unrolled: Unrolled, env: dict, backend: Any) -> dict:
     return env
 
 
-def form_a(d: bptt.Derivation, env: dict, backend: Any) -> dict:
-    """The delta recursion: evaluate every delta in order, then the totals."""
+def _recursion(d: bptt.Derivation, env: dict, backend: Any) -> tuple[dict, dict]:
+    """The forward pass, then every delta in order: the values the totals read."""
     env = run_forward(d.unrolled, env, backend)
     sizes = d.sym.sizes()
     for a in d.deltas:
         env[a.lhs] = evaluate(a.rhs, env, backend, sizes)
+    return env, sizes
+
+
+def form_a(d: bptt.Derivation, env: dict, backend: Any) -> dict:
+    """The delta recursion: the parameters' totals."""
+    env, sizes = _recursion(d, env, backend)
     return {p: evaluate(e, env, backend, sizes) for p, e in d.totals.items()}
 
 
-def data_grads(d: bptt.Derivation, env: dict, backend: Any) -> dict:
-    """Form (a) for the data: dL/dx_t and dL/dh_0."""
-    env = run_forward(d.unrolled, env, backend)
-    sizes = d.sym.sizes()
-    for a in d.deltas:
-        env[a.lhs] = evaluate(a.rhs, env, backend, sizes)
-    return {leaf: evaluate(e, env, backend, sizes) for leaf, e in d.data_grads.items()}
+def form_a_all(d: bptt.Derivation, env: dict, backend: Any) -> tuple[dict, dict]:
+    """The delta recursion evaluated once for the parameters and for x_t and h_0."""
+    env, sizes = _recursion(d, env, backend)
+    return ({p: evaluate(e, env, backend, sizes) for p, e in d.totals.items()},
+            {leaf: evaluate(e, env, backend, sizes) for leaf, e in d.data_grads.items()})
 
 
 def form_b(d: bptt.Derivation, env: dict, backend: Any) -> dict:
@@ -665,8 +669,8 @@ def _module_grads(d: bptt.Derivation, grads: dict) -> dict:
 def _engine_all(d: bptt.Derivation, env: dict) -> dict:
     """(a) for the parameters (clipped as the spec says) and for x_t and h_0."""
     backend = NumPyBackend()
-    a = _clip(form_a(d, env, backend), d.spec.bptt.clip, d.spec.bptt.clip_norm)
-    data = data_grads(d, env, backend)
+    params, data = form_a_all(d, env, backend)
+    a = _clip(params, d.spec.bptt.clip, d.spec.bptt.clip_norm)
     for leaf in _data_leaves(d):
         a[leaf] = data.get(leaf, np.zeros(_shape(leaf, d.sym.sizes())))
     return a
