@@ -580,7 +580,7 @@ class _Handout:
             for l in range(1, L + 1):
                 node(f"h{l}t{time}", time * dx, ((l - 1) * rows + 1) * dy, self.h(sp.Integer(time), l))
                 if cell:
-                    node(f"c{l}t{time}", time * dx + 1.2, ((l - 1) * rows + 2) * dy, sym("cell", l, sp.Integer(time)))
+                    node(f"c{l}t{time}", time * dx + 0.9, ((l - 1) * rows + 2) * dy, sym("cell", l, sp.Integer(time)))
         steps = {int(s) for s in self.d.unrolled.loss_steps}
         for time in range(1, T + 1):
             tt = sp.Integer(time)
@@ -606,8 +606,8 @@ class _Handout:
                     edge(below, here, sym("input_weight", l), "forward")
                     edge(f"h{l}t{time - 1}", here, sym("recurrent_weight", l), "forward")
                 below = here
-            if m.output_size:
-                edge(below, f"y{time}", sym("output_weight", L + 1), "forward")
+            if m.output_size:   # (a gated cell's arrow passes the cell-state row: no label)
+                edge(below, f"y{time}", "" if self.gated else sym("output_weight", L + 1), "forward")
             if time in steps:
                 edge(f"y{time}" if m.output_size else below, f"E{time}", "", "forward")
         for time in range(T, 1, -1):
@@ -719,8 +719,8 @@ class _Handout:
         """The generic delta rule (the document's form first), then one block per step, T down to 1."""
         d, P, sym, t = self.d, self.P, self.sym, self.t
         rule = d.rule
-        blocks: list[Block] = [Paragraph((msg("delta.intro_scalar", cdot=Math(r"\cdot")) if self.scalar
-                                          else msg("delta.intro", odot=Math(r"\odot")),))]
+        blocks: list[Block] = [] if self.gated else [
+            Paragraph((msg("delta.intro_scalar", cdot=Math(r"\cdot")) if self.scalar else msg("delta.intro", odot=Math(r"\odot")),))]
         general = []
         if rule.output_delta is not None:
             od = rule.output_delta
@@ -1021,7 +1021,7 @@ class _Handout:
             return None
         n, d, P, sym = self.numbers, self.d, self.P, self.sym
         values = n.values
-        blocks: list[Block] = [Paragraph((msg("example.intro", eta=self.math(sp.Eq(self.eta, sp.Float(n.eta))),
+        blocks: list[Block] = [Paragraph((msg("example.intro_gated" if self.gated else "example.intro", eta=self.math(sp.Eq(self.eta, sp.Float(n.eta))),
                                                 seed=Text(str(self.spec.example.seed)),
                                                 scale=Text(f"{self.spec.example.scale:g}")),))]
         if n.tokens:
@@ -1198,7 +1198,8 @@ class _Handout:
         h = lambda time: sym("hidden", L, time)  # noqa: E731
         jac, written = self.elman_jacobian(h(j), elman.pre_activation(j), elman.weight)
         blocks: list[Block] = [
-            Paragraph((msg(f"additive.{self.cell}", ref=self.ref("carry"), factor=self.math(factor)),)),
+            Paragraph((msg(f"additive.{self.cell}", ref=self.ref("carry"), factor=self.math(factor),
+                           dplus=Math(r"\partial^{+}")),)),
             Equations((self.line(Partial(s(j), s(j - 1), True), one, f"eq:{name}:additive:step"),
                        self.line(Partial(s(t), s(k), True), sp.Product(one, (j, k + 1, t)), f"eq:{name}:additive:product",
                                  tag=self.tag("additive")))),
