@@ -1105,7 +1105,7 @@ class _Handout:
             concat = [line for layer in rule.layers for line in self.concatenated(layer)]
             if concat:
                 below = sym("input", None, t)
-                blocks += [Paragraph((msg("dlai.concat", pair=Math(self.tex(self.h(t - 1)) + "; " + self.tex(below))),)),
+                blocks += [Paragraph((msg("dlai.concat", pair=Math(rf"\left[{self.tex(self.h(t - 1))}; {self.tex(below)}\right]")),)),
                            Equations(tuple(concat))]
         return Section(msg(f"section.gates_{self.cell}"), tuple(blocks))
 
