@@ -1256,7 +1256,7 @@ class _Handout:
                 self.line(pre.lhs, other, f"eq:{name}:convention:other", tag=self.tag("other")))))
             one = sp.MatAdd(sp.OneMatrix(*z.shape), sp.MatMul(sp.Integer(-1), z))
             sentences += [msg("convention.update", cho=self.ref("cho"), chung=self.ref("chung"), z=self.math(z),
-                              one_minus=self.math(one)),
+                              complement=self.math(one)),
                           msg(f"convention.reset_{reset}", own=self.ref("own"), other=self.ref("other"))]
         return Section(msg("section.conventions"), (Remark(msg("convention.lead"), tuple(sentences)), *after))
 
