@@ -104,6 +104,8 @@ def test_a_vector_of_ones_alone_is_still_bold_and_a_scalar_model_prints_numbers(
     z = d.sym("gate", 1, t, gate="z")
     assert P.doprint(sp.OneMatrix(*z.shape)) == r"\mathbf{1}"
     assert P.doprint(sp.MatAdd(sp.OneMatrix(*z.shape), -z)) == r"1 - z_{t}"
+    r = d.sym("gate", 1, t, gate="r")     # the first gate: the constant is first by rule, not by rank
+    assert P.doprint(sp.MatAdd(-r, sp.OneMatrix(*r.shape))) == r"1 - r_{t}"
     scalar = Spec(name="s", model=Model(1, (1,), output_size=1, output_activation="sigmoid", cell="gru"),
                   loss=Loss("bce", at="last_step"), bptt=BPTT(steps=2))
     lines = rule_latex(scalar)
