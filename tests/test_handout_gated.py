@@ -179,6 +179,12 @@ def test_every_section_is_there(name: str, built: dict) -> None:
               "gru": ["PyTorch | $r, z, n$", "Keras | $z, r, h$", "ONNX | $z, r, h$"]}[spec.model.cell]
     for row in orders:
         assert f"| {row} |" in box, row
+    full = {"lstm": ["| ONNX | $i, o, f, c$ | $i_{t}, o_{t}, f_{t}, g_{t}$ |", "| CS231n | $i, f, o, g$ | $i_{t}, f_{t}, o_{t}, g_{t}$ |",
+                     "| Keras | $i, f, c, o$ | $i_{t}, f_{t}, g_{t}, o_{t}$ |"],
+            "gru_after": ["| Keras | $z, r, h$ | $z_{t}, r_{t}, n_{t}$ |", "| PyTorch | $r, z, n$ | $r_{t}, z_{t}, n_{t}$ |"],
+            "lstm_d2l": [r"| ONNX | $i, o, f, c$ | $I_{t}, O_{t}, F_{t}, \tilde{C}_{t}$ |"]}
+    for row in full.get(name, []):   # each framework's letters are this handout's gates
+        assert row in box, row
     assert r"\fbox{" in tex
     # the worked example
     assert "| token |" in section(md, "A worked example")
@@ -354,3 +360,11 @@ def test_the_handout_is_built_from_the_derivation_only(monkeypatch: pytest.Monke
         monkeypatch.setattr(bptt, attr, no)
     doc = document.build(d, COMMAND, numbers=figures)
     assert doc == document.build(d, COMMAND, numbers=figures), "deterministic"
+
+
+@pytest.mark.parametrize("name", SPECS)
+def test_no_symbol_of_the_notation_table_names_two_things(name: str, built: dict) -> None:
+    # (PyTorch's docs name no logits: the preset's o_t would be the LSTM's output gate)
+    table = section(built[name]["md"], "Model and notation")
+    symbols = [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| $")]
+    assert len(symbols) == len(set(symbols)) > 20, [s for s in symbols if symbols.count(s) > 1]
