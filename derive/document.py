@@ -13,6 +13,7 @@ and one template `<kind>.<suffix>.j2` per format.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -23,7 +24,7 @@ from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 from sympy.matrices.expressions.diagonal import DiagMatrix
 from sympy.matrices.expressions.matexpr import MatrixElement
 
-from derive.emit.printers import HandoutLatexPrinter, Norm, Partial, Slope
+from derive.emit.printers import HandoutLatexPrinter, Norm, Partial, Slope, _ordered
 from derive.rules import ACTIVATIONS, u, v
 from derive.spec import SpecError
 
@@ -306,6 +307,16 @@ def equation_labels(d: Derivation) -> dict[tuple[str, sp.MatrixSymbol], str]:
     return out
 
 
+#: The widest a line of a gated cell's equations may be, in `_width` units (about 4 pt each).
+WIDTH = 80
+
+
+def _width(latex: str) -> int:
+    """A rough printed width of a line of LaTeX math: its symbols, with every command one."""
+    text = re.sub(r"\\(left|right|top|quad|,)\b", "", latex)
+    return len(re.sub(r"[{}^_ ]", "", re.sub(r"\\[a-zA-Z]+", "x", text)))
+
+
 def _is_preset(spec) -> bool:
     """True when `spec` is one of the bundled presets, unchanged (it then follows its document)."""
     from derive.spec import preset, preset_names
@@ -410,6 +421,40 @@ class _Handout:
     def line(self, lhs: sp.Basic | str, rhs: sp.Basic | str, label: str, op: str = "=", tag: str = "") -> Line:
         return Line(self.tex(lhs), op, self.tex(rhs), label, tag)
 
+    def layered(self, items: list[tuple[int | None, object]]) -> list[list[object]]:
+        """Items grouped by layer, for a stacked gated cell (its blocks would not fit on a page):
+        one group per layer (the output layer's items join the top layer's, an item of no layer
+        joins its neighbours); one group otherwise."""
+        if not (self.gated and self.L > 1):
+            return [[item for _, item in items]]
+        groups: list[tuple[int | None, list[object]]] = []
+        for layer, item in items:
+            layer = min(layer, self.L) if layer is not None else None
+            if groups and (layer is None or groups[-1][0] in (None, layer)):
+                groups[-1] = (groups[-1][0] if layer is None else layer, groups[-1][1] + [item])
+            else:
+                groups.append((layer, [item]))
+        return [group for _, group in groups]
+
+    def broken(self, lhs: sp.Basic, rhs: sp.Basic, label: str, tag: str = "") -> list[Line]:
+        """`lhs = rhs`; for a gated cell a long sum is broken after some terms into lines that
+        fit the page, each continuation starting with its sign."""
+        text = self.tex(rhs)
+        if not (self.gated and isinstance(rhs, sp.MatAdd)) or _width(text) <= WIDTH:
+            return [self.line(lhs, text, label, tag=tag)]
+        pieces = []
+        for i, term in enumerate(_ordered(self.sym, rhs.args)):
+            printed = self.tex(term)
+            pieces.append(printed if i == 0 else f"- {printed[1:].lstrip()}" if printed.startswith("-") else f"+ {printed}")
+        rows = [pieces[0]]
+        for piece in pieces[1:]:
+            if _width(rows[-1] + piece) > WIDTH:
+                rows.append(piece)
+            else:
+                rows[-1] += " " + piece
+        return [self.line(lhs, rows[0], label, tag=tag)] + \
+            [Line("", "", rf"\quad {row}", f"{label}:{i}") for i, row in enumerate(rows[1:], 1)]
+
     def step(self, time: sp.Expr) -> Paragraph:
         """The run-in heading "Step t = 2." of one step's equations."""
         return Paragraph((), msg("step", t=self.math(sp.Eq(self.t, int(time)))))
@@ -462,9 +507,11 @@ class _Handout:
             if L > 1 and q.layer <= L:
                 role = msg("role_of_layer", role=role, layer=Text(str(q.layer)))
             rows.append((self.math(p), role, self.shape(p, sizes), Code(self.python(p))))
-        if self.gated:   # the states, then each gate's pre-activation and value
-            quantities = [("input", None, None)] + [(r, l, None) for l in range(1, L + 1) for r in sym.cell.STATE] + \
-                [(r, l, k) for l in range(1, L + 1) for k in self.gate_keys for r in ("pre_activation", "gate")]
+        layers = [sym.info[p].layer for p in sym.params()]
+        if self.gated:   # per layer the states, then each gate's pre-activation and value
+            quantities = [("input", None, None)] + [(r, l, k) for l in range(1, L + 1) for r, k in
+                                                    [(r, None) for r in sym.cell.STATE] +
+                                                    [(r, k) for k in self.gate_keys for r in ("pre_activation", "gate")]]
         else:
             quantities = [("input", None, None)] + [("hidden", l, None) for l in range(1, L + 1)] + \
                 [("pre_activation", l, None) for l in range(1, L + 1)]
@@ -476,6 +523,7 @@ class _Handout:
             if L > 1 and layer is not None:
                 role = msg("role_of_layer", role=role, layer=Text(str(layer)))
             rows.append((self.math(s), role, self.shape(s, sizes), Code("-")))
+            layers.append(layer)
         if self.spec.loss.kind != "none":
             y = self.d.unrolled.at(t).target
             extra = {"labels": Math("0, 1")} if self.spec.loss.kind == "bce" else {}
@@ -488,9 +536,10 @@ class _Handout:
         rows += [(self.math(sym("loss", None, t)), msg("role.loss_t", t=self.math(t)), one, Code("-")),
                  (Math("L"), msg("role.loss"), one, Code("loss")),
                  (self.math(self.eta), msg("role.eta"), one, Code("-"))]
-        table = Table(tuple(msg(f"table.{c}") for c in ("symbol", "role", "shape", "code")), tuple(rows))
-        table = Table((table.header[0], table.header[2], table.header[3], table.header[1]),
-                      tuple((r[0], r[2], r[3], r[1]) for r in rows), wide=True)
+        layers += [None] * (len(rows) - len(layers))
+        header = tuple(msg(f"table.{c}") for c in ("symbol", "shape", "code", "role"))
+        tables = tuple(Table(header, tuple((r[0], r[2], r[3], r[1]) for r in group), wide=True)
+                       for group in self.layered(list(zip(layers, rows))))
         act = self.act
         name = P.function_name(act.value)
         vsym = sp.Symbol("v")
@@ -504,12 +553,12 @@ class _Handout:
             candidate = sym.cell.CANDIDATE
             gates = ", ".join(self.tex(sym("gate", L, t, gate=k)) for k in self.gate_keys if k != candidate)
             return Section(msg("section.model"), (
-                table,
+                *tables,
                 Paragraph((msg(f"model.{self.cell}_activation", gates=Math(gates), activation=Text(self.m.activation),
                                candidate=self.math(sym("gate", L, t, gate=candidate)), output=self.math(vsym)),)),
                 Equations(slopes)))
         return Section(msg("section.model"), (
-            table,
+            *tables,
             Paragraph((msg("model.activation", activation=Text(self.m.activation),
                            output=self.math(sp.Eq(vsym, act.value))),)),
             Equations((slope,))))
@@ -528,7 +577,7 @@ class _Handout:
         at = self.d.unrolled.at(t)
         E, y = sym("loss", None, t), at.target
         rows: list[tuple[Inline, Inline, Inline]] = []
-        if self.notation == "doc000":
+        if self.notation == "doc000" and not self.gated:   # (its rows name the Elman weights)
             rows += [(Math("y^{t}"), self.math(self.h(t)), msg("bridge.output")),
                      (Math(r"\widehat{y^{t}}"), self.math(y), msg("bridge.target")),
                      (Math("y^{t}_{1}"), self.math(self.h(t, 1)), msg("bridge.layer_output")),
@@ -541,7 +590,7 @@ class _Handout:
                      (Math(r"\delta^{y}_{t} = \frac{\partial L}{\partial y_{t}}"),
                       self.math(sym("output_delta", None, t)), msg("bridge.output_delta", y=Math("y_{t}"),
                                                                  logits=self.math(sym("logits", None, t))))]
-        elif self.notation == "doc003":
+        elif self.notation == "doc003" and not self.gated:
             rows += [(Math(r"\hat{y}"), self.math(self.d.unrolled.prediction(sp.Integer(self.T))), msg("bridge.output")),
                      (Math("y"), self.math(self.d.unrolled.at(sp.Integer(self.T)).target), msg("bridge.target")),
                      (Math("x_{1t}"), self.math(sym("input", None, t)), msg("bridge.input", t=self.math(t))),
@@ -660,8 +709,9 @@ class _Handout:
                                          relu=self.math(sp.Eq(sp.Symbol("f(a)"), relu.value.xreplace({u: sp.Symbol("a")}))),
                                          slope=self.math(relu.slope.xreplace({v: sp.Symbol("a")}))))))
         for time in d.unrolled.times:
-            blocks += [self.step(time), Equations(tuple(self.line(a.lhs, a.rhs, self.labels["fwd", a.lhs])
-                                                        for a in d.unrolled.forward if a.time == time))]
+            blocks.append(self.step(time))
+            blocks += [Equations(tuple(group)) for group in self.layered(
+                [(a.layer, self.line(a.lhs, a.rhs, self.labels["fwd", a.lhs])) for a in d.unrolled.forward if a.time == time])]
         steps = self.math(sp.Eq(sp.Symbol("T"), self.T))
         return Section(msg("section.forward", self.T, steps=steps), tuple(blocks))
 
@@ -771,9 +821,10 @@ class _Handout:
                                        for c in range(1, T + 1))) for r in range(1, T + 1)))]
         blocks.append(Paragraph((msg("delta.order", span=Math(rf"{self.tex(sp.Eq(t, self.T))}, \dots, 1")),)))
         for time in reversed(d.unrolled.times):
-            lines = tuple(self.line(a.lhs, a.rhs, self.labels["delta", a.lhs]) for a in d.deltas if a.time == time)
+            lines = [(a.layer, line) for a in d.deltas if a.time == time
+                     for line in self.broken(a.lhs, a.rhs, self.labels["delta", a.lhs])]
             if lines:
-                blocks += [self.step(time), Equations(lines)]
+                blocks += [self.step(time)] + [Equations(tuple(group)) for group in self.layered(lines)]
         span = Math(rf"{self.tex(sp.Eq(t, self.T))}, \dots, 1")
         return Section(msg("section.deltas", span=span), tuple(blocks))
 
@@ -788,14 +839,14 @@ class _Handout:
         for p in d.uses:
             if p in compact:
                 low = 1 if sym.info[p].role != "recurrent_weight" else 1
-                lines.append(self.line(self.dname(p), sp.Sum(compact[p], (t, low, self.T)),
-                                       f"eq:{name}:compact:{self.python(p)}", tag=self.tag(f"compact:{self.python(p)}")))
+                lines.append((sym.info[p].layer, self.line(self.dname(p), sp.Sum(compact[p], (t, low, self.T)),
+                                       f"eq:{name}:compact:{self.python(p)}", tag=self.tag(f"compact:{self.python(p)}"))))
         if self.gated:   # the gate deltas of the step rule, numbered in a row
             gates = [self.tags[key] for key in self.tags if key.startswith("gate:")]
             refs: Inline = msg("refs.range", first=Text(f"({gates[0]})"), last=Text(f"({gates[-1]})"))
         else:
             refs = Text(" and ".join(f"({self.tags[f'delta{l}']})" for l in range(self.L, 0, -1)))
-        blocks += [Paragraph((msg("grads.compact", refs=refs),)), Equations(tuple(lines))]
+        blocks += [Paragraph((msg("grads.compact", refs=refs),))] + [Equations(tuple(g)) for g in self.layered(lines)]
         truncate = self.spec.bptt.truncate
         if truncate:
             ages = [(l, k, sp.MatAdd(*[sym("delta", l, t, age, k) for age in range(truncate)]))
@@ -1033,36 +1084,38 @@ class _Handout:
             head = (msg("table.token"),) + tuple(self.math(x) for x in (sym("input", None, self.t), self.h(self.t - 1),
                                                                          self.h(self.t), d.unrolled.prediction(self.t)))
             blocks += [Paragraph((msg("example.tokens"),)), Table(head, tuple(rows))]
-        params = tuple((self.math(p), Math(P.values(values[p], vertical=True))) for p in sym.params())
+        params = [(sym.info[p].layer, (self.math(p), Math(P.values(values[p], vertical=True)))) for p in sym.params()]
         value_head = msg("table.value")
-        blocks.append(Table((msg("example.weights"), value_head), params))
+        blocks += [Table((msg("example.weights"), value_head), tuple(rows)) for rows in self.layered(params)]
         for time in d.unrolled.times:
-            rows = [(self.math(sym("input", None, time)), Math(P.values(values[sym("input", None, time)])))]
-            rows += [(self.math(a.lhs), Math(P.values(values[a.lhs]))) for a in d.unrolled.forward if a.time == time]
+            rows = [(None, (self.math(sym("input", None, time)), Math(P.values(values[sym("input", None, time)]))))]
+            rows += [(a.layer, (self.math(a.lhs), Math(P.values(values[a.lhs])))) for a in d.unrolled.forward if a.time == time]
             for a in d.unrolled.losses:
                 if a.time == time:
                     y = d.unrolled.at(time).target
-                    rows += [(self.math(y), Math(P.values(values[y]))), (self.math(a.lhs), Math(P.values(values[a.lhs])))]
-            blocks.append(Table((msg("step", t=self.math(sp.Eq(self.t, int(time)))), value_head), tuple(rows)))
+                    rows += [(None, (self.math(y), Math(P.values(values[y])))), (None, (self.math(a.lhs), Math(P.values(values[a.lhs]))))]
+            head = (msg("step", t=self.math(sp.Eq(self.t, int(time)))), value_head)
+            blocks += [Table(head, tuple(group)) for group in self.layered(rows)]
         for time in reversed(d.unrolled.times):
             rows = [(self.math(a.lhs), Math(P.values(values[a.lhs]))) for a in d.deltas if a.time == time]
+            rows = [(a.layer, row) for a, row in zip([a for a in d.deltas if a.time == time], rows)]
             for p, uses in n.uses.items():
                 for when, value in uses:
                     if when == time:
-                        rows.append((Math(rf"{self.dname(p)}\Big|_{{{int(time)}}}"), Math(P.values(value))))
+                        rows.append((sym.info[p].layer, (Math(rf"{self.dname(p)}\Big|_{{{int(time)}}}"), Math(P.values(value)))))
             if rows:
-                blocks.append(Table((msg("example.backward", t=self.math(sp.Eq(self.t, int(time)))), value_head), tuple(rows)))
+                head = (msg("example.backward", t=self.math(sp.Eq(self.t, int(time)))), value_head)
+                blocks += [Table(head, tuple(group)) for group in self.layered(rows)]
         total_head = (msg("table.symbol"), msg("table.clipped" if self.spec.bptt.clip or self.spec.bptt.clip_norm else "table.gradient"),
                       msg("table.updated", eta=self.math(self.eta)))
-        rows = tuple((self.math(p), Math(P.values(n.totals[p], vertical=True)), Math(P.values(n.updated[p], vertical=True)))
-                     for p in n.totals)
+        totals = self.layered([(sym.info[p].layer, (self.math(p), Math(P.values(n.totals[p], vertical=True)),
+                                                     Math(P.values(n.updated[p], vertical=True)))) for p in n.totals])
         compact = [self.tags[key] for key in self.tags if key.startswith("compact:")]
         refs: Inline = Text(", ".join(f"({n})" for n in compact[:-1]) + (" and " if len(compact) > 1 else "") + f"({compact[-1]})")
         if self.gated:   # one per gate parameter: the range
             refs = msg("refs.range", first=Text(f"({compact[0]})"), last=Text(f"({compact[-1]})"))
         blocks += [Paragraph((msg("example.totals", loss=Math("L = " + P.number(n.loss)), refs=refs),),
-                             msg("example.totals_lead")),
-                   Table(total_head, rows)]
+                             msg("example.totals_lead"))] + [Table(total_head, tuple(rows)) for rows in totals]
         return Section(msg("section.example"), tuple(blocks))
 
     def training(self) -> Section | None:
@@ -1098,9 +1151,9 @@ class _Handout:
         for layer in rule.layers:
             for i, a in enumerate(layer.forward):
                 key = "state" if layer.layer == L and sym.info[a.lhs].role == state else ""
-                lines.append(self.line(a.lhs, a.rhs, f"eq:{self.name}:gates:{layer.layer}:{i}",
-                                       tag=self.tag(key) if key else ""))
-        blocks.append(Equations(tuple(lines)))
+                lines.append((layer.layer, self.line(a.lhs, a.rhs, f"eq:{self.name}:gates:{layer.layer}:{i}",
+                                                     tag=self.tag(key) if key else "")))
+        blocks += [Equations(tuple(group)) for group in self.layered(lines)]
         if self.notation == "dlai":
             concat = [line for layer in rule.layers for line in self.concatenated(layer)]
             if concat:
@@ -1153,7 +1206,7 @@ class _Handout:
         """The step rule of a gated cell: the states' deltas, then each gate's, as reverse mode
         computes them; the term carried along the additive path."""
         sym, t, rule = self.sym, self.t, self.d.rule
-        lines = list(general)
+        lines = [(self.L, line) for line in general]
         for layer in reversed(rule.layers):
             up = self.upstream(layer.layer, t)
             for a in layer.delta:
@@ -1164,12 +1217,13 @@ class _Handout:
                 carry = (q.role == "cell_delta" or (q.role == "hidden_delta" and "cell" not in sym.cell.STATE)) \
                     and layer.layer == self.L
                 tag = self.tag("carry") if carry else self.tag(key) if q.gate else ""
-                lines.append(self.line(sym(q.role, q.layer, t, gate=q.gate), a.rhs.xreplace({layer.upstream: up}),
-                                       f"eq:{self.name}:rule:{layer.layer}:{q.role}" + (f":{q.gate}" if q.gate else ""), tag=tag))
+                lines += [(layer.layer, line) for line in self.broken(
+                    sym(q.role, q.layer, t, gate=q.gate), a.rhs.xreplace({layer.upstream: up}),
+                    f"eq:{self.name}:rule:{layer.layer}:{q.role}" + (f":{q.gate}" if q.gate else ""), tag=tag)]
         term, factor = self.carried(rule.layers[-1])
         odot = Math(r"\cdot" if self.scalar else r"\odot")
         return [Paragraph((msg("delta.gated", t=self.math(t), after=self.math(t + 1), odot=odot),)),
-                Equations(tuple(lines)),
+                *(Equations(tuple(group)) for group in self.layered(lines)),
                 Paragraph((msg(f"delta.carry_{self.cell}", ref=self.ref("carry"), carried=self.math(term),
                                factor=self.math(factor)),))]
 
