@@ -325,10 +325,21 @@ def _number(cell: str) -> float:
 
 # --------------------------------------------------------------------------- LaTeX
 
+#: Stacked gated layers: blocks and tables one per layer, long sums broken (else pages overflow)
+STACKED = {
+    "lstm_stacked": Spec(name="lstm_stacked", model=Model(3, (2, 3), output_size=2, output_activation="softmax", cell="lstm"),
+                         loss=Loss("cross_entropy"), bptt=BPTT(steps=3, truncate=2)),
+    "gru_stacked": Spec(name="gru_stacked", model=Model(3, (2, 2), output_size=2, output_activation="softmax", cell="gru",
+                                                       gru_reset="before"),
+                        loss=Loss("cross_entropy"), bptt=BPTT(steps=3, truncate=2, truncate_style="chunk", clip_norm=1.0)),
+}
+
+
 @pytest.mark.skipif(not shutil.which("latexmk"), reason="no TeX engine")
-@pytest.mark.parametrize("name", ["lstm", "gru_after", "lstm_dlai", "gru_d2l"])
+@pytest.mark.parametrize("name", ["lstm", "gru_after", "lstm_dlai", "gru_d2l", *STACKED])
 def test_a_gated_handout_builds_with_a_clean_log(name: str, built: dict, tmp_path: Path) -> None:
-    (tmp_path / f"{name}.tex").write_text(built[name]["tex"])
+    tex = built[name]["tex"] if name in built else render_all(STACKED[name], ["tex"], "loop", COMMAND)["tex"]
+    (tmp_path / f"{name}.tex").write_text(tex)
     subprocess.run(["latexmk", "-pdf", "-interaction=nonstopmode", "-halt-on-error", "-quiet", f"{name}.tex"],
                    cwd=tmp_path, capture_output=True, timeout=300)
     log = (tmp_path / f"{name}.log").read_text(errors="replace")
@@ -368,3 +379,35 @@ def test_no_symbol_of_the_notation_table_names_two_things(name: str, built: dict
     table = section(built[name]["md"], "Model and notation")
     symbols = [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| $")]
     assert len(symbols) == len(set(symbols)) > 20, [s for s in symbols if symbols.count(s) > 1]
+
+
+def _variant(cell: str, reset: str, case: str) -> Spec:
+    model = dict(input_size=2, hidden_sizes=(2,), output_size=2, cell=cell, gru_reset=reset)
+    loss, steps, notation = Loss("mse"), BPTT(steps=2), Notation()
+    if case == "no_output":
+        model["output_size"], loss = 0, Loss("none")
+    elif case == "bce_last_no_bias":
+        model.update(output_size=1, output_activation="sigmoid", bias=False)
+        loss, steps = Loss("bce", at="last_step"), BPTT(steps=3)
+    elif case == "window_clip":
+        loss, steps = Loss("mse", reduction="mean"), BPTT(steps=3, truncate=2, clip=1.0)
+    elif case == "chunk_clip_norm":
+        steps = BPTT(steps=4, truncate=2, truncate_style="chunk", clip_norm=1.0)
+    elif case == "scalar":
+        model.update(input_size=1, hidden_sizes=(1,), output_size=1)
+        notation = Notation(preset="cs231n")
+    elif case == "dlai_row":
+        notation = Notation(preset="dlai", layout="row")
+    elif case == "doc000":
+        notation = Notation(preset="doc000")
+    return Spec(name=f"{cell}_{case}", model=Model(**model), loss=loss, bptt=steps, notation=notation)
+
+
+@pytest.mark.parametrize("cell, reset", [("lstm", "after"), ("gru", "after"), ("gru", "before")])
+@pytest.mark.parametrize("case", ["no_output", "bce_last_no_bias", "window_clip", "chunk_clip_norm", "scalar",
+                                  "dlai_row", "doc000"])
+def test_every_kind_of_gated_spec_gets_its_handout(cell: str, reset: str, case: str) -> None:
+    md = render_all(_variant(cell, reset, case), ["md"], "loop", COMMAND)["md"]
+    for title in ("The delta recursion", "Why the additive path eases vanishing gradients",
+                  "Conventions of the frameworks", "A worked example", "Proof"):
+        section(md, title)
