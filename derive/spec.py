@@ -268,9 +268,6 @@ def _check(spec: Spec) -> list[str]:
     if m.cell in CELLS and CELLS[m.cell].GATES and m.activation != "tanh":
         problems.append(f"model.activation: an {m.cell} cell's candidate and cell output use tanh "
                         f"(its gates use sigmoid); got {m.activation!r}")
-    if m.cell in CELLS and CELLS[m.cell].GATES and spec.bptt.truncate and spec.bptt.truncate_style == "window":
-        problems.append(f"bptt.truncate_style: window truncation is not built for {m.cell} cells yet; "
-                        "use truncate_style = \"chunk\" (or truncate = 0)")
     if m.cell != "gru" and m.gru_reset != "after":
         problems.append(f"model.gru_reset: only for cell = 'gru', not {m.cell!r}")
     if m.output_activation not in row.outputs:

@@ -329,67 +329,91 @@ def layers_view(rule: "StepRule", spec, local, refs: dict) -> list[dict]:
 def _backward(rule, lr, spec, local, refs, stacks, gview, span, states, sv, stored, store_lines, A, below_step,
               below_all) -> dict:
     """The backward lines of one gated layer: the named adjoints step by step, then the
-    parameters' sums over steps, the gradient sent below and the gradients of h_0 (c_0)."""
+    parameters' sums over steps, the gradient sent below and the gradients of h_0 (c_0).
+
+    With window truncation every adjoint buffer has an age axis after the step axis, and
+    step t reads step t + 1's adjoints one step older (`_older`), as for Elman cells."""
     sym, m = rule.sym, spec.model
     l, gates = lr.layer, sym.cell.GATES
-    H = m.hidden_sizes[l - 1]
+    H, width = m.hidden_sizes[l - 1], len(gates) * m.hidden_sizes[l - 1]
     chunk = bool(spec.bptt.truncate) and spec.bptt.truncate_style == "chunk"
+    ages = 0 if chunk else spec.bptt.truncate
     named = sym.cell.NAMED
+    # adjoint buffers: the gates' deltas side by side, then one per other named role
     D = local(f"delta_gates_{l}")
-    dview = {k: local(f"delta_{gview[k]}") for k in gates}
     other = {role: local(f"{name}_{l}") for role, name in named.items() if role != "pre_activation"}
+    buffers = {D: width, **{name: H for name in other.values()}}
+    age_axis = "_TRUNCATE, " if ages else ""
+    setup = [f"{name} = np.zeros((T + 1, {age_axis}B, {size}), dtype=dtype)" for name, size in buffers.items()]
+    # where step t reads step t + 1's adjoints: the next row, the zero row at a chunk border,
+    # or (window truncation) the next row one step older
+    older = {name: local(f"older_{name}") for name in buffers} if ages else {}
+    setup += [f"{older[name]} = np.empty((_TRUNCATE, B, {size}), dtype=dtype)" for name, size in buffers.items()
+              if ages]
     nxt = "nxt" if chunk else "t + 1"
+    now_of = {name: f"{name}[t]" for name in buffers}
+    next_of = {name: older[name] if ages else f"{name}[{nxt}]" for name in buffers}
+
+    def gate_part(text: str, k: str) -> str:
+        return f"{text}[..., {span[k][0]}:{span[k][1]}]"
+
     refs_t = {**refs, sym("hidden_grad", l, t): "g[t]"}
     for k in gates:
         refs_t[sym("gate", l, t, gate=k)] = f"{gview[k]}[t]"
         refs_t[sym("gate", l, t + 1, gate=k)] = f"{gview[k]}[t + 1]"
-        refs_t[sym("delta", l, t, gate=k)] = f"{dview[k]}[t]"
-        refs_t[sym("delta", l, t + 1, gate=k)] = f"{dview[k]}[{nxt}]"
+        refs_t[sym("delta", l, t, gate=k)] = gate_part(now_of[D], k)
+        refs_t[sym("delta", l, t + 1, gate=k)] = gate_part(next_of[D], k)
     for role, name in other.items():
-        refs_t[sym(named[role], l, t)] = f"{name}[t]"
-        refs_t[sym(named[role], l, t + 1)] = f"{name}[{nxt}]"
+        refs_t[sym(named[role], l, t)] = now_of[name]
+        refs_t[sym(named[role], l, t + 1)] = next_of[name]
     for role in states:
         refs_t[sym(role, l, t - 1)] = f"{states[role]}[t]"
         refs_t[sym(role, l, t)] = f"{states[role]}[t + 1]"
     saved_at = {}
     for node, holder in stored.items():
         refs_t[holder] = f"{store_lines[node]}[t]"
-        later = _shift(sym, node)
         holder_next = _placeholder(sym, f"store+1:{store_lines[node]}", node, l)
         refs_t[holder_next] = f"{store_lines[node]}[t + 1]"
-        saved_at[later] = holder_next
+        saved_at[_shift(sym, node)] = holder_next
     pr = LoopCodePrinter(sym, refs_t)
     stacks.printers.append(pr)
-    setup = [f"{D} = np.zeros((T + 1, B, {len(gates) * H}), dtype=dtype)"]
-    setup += [f"{dview[k]} = {D}[..., {span[k][0]}:{span[k][1]}]" for k in gates]
-    setup += [f"{name} = np.zeros((T + 1, B, {H}), dtype=dtype)" for name in other.values()]
     stk = local(f"stack_{l}")
 
-    def holder(members, when: str = nxt, buffer: str = D, rows: str | None = None):
-        ys = [y for _, y in members]
-        wanted = [sym("delta", l, t + 1, gate=k) for k, _ in members]
+    def side_by_side(members, time, text: str):
+        """The buffer that holds the y_k of Σ_k W_k^T y_k side by side: the gates' deltas
+        themselves when the y_k are exactly those, else a scratch buffer filled per step."""
         ks = [k for k, _ in members]
         contiguous = ks == list(gates[gates.index(ks[0]):gates.index(ks[0]) + len(ks)])
-        if ys == wanted and contiguous:
+        if [y for _, y in members] == [sym("delta", l, time, gate=k) for k in ks] and contiguous:
             a, b = span[ks[0]][0], span[ks[-1]][1]
-            whole = f"{buffer}[{when}]"
-            return (whole if (a, b) == (0, len(gates) * H) else f"{whole}[:, {a}:{b}]"), []
-        fill = [f"{stk}[:, {span[k][0] - span[ks[0]][0]}:{span[k][1] - span[ks[0]][0]}] = {pr.vector(y)}"
-                for k, y in members]
-        setup.append(f"{stk} = np.empty((B, {len(ks) * H}), dtype=dtype)")
-        return stk, fill
+            return (text if (a, b) == (0, width) else f"{text}[..., {a}:{b}]"), []
+        if time != t + 1:
+            return None   # outside the loop: one product per gate
+        first = span[ks[0]][0]
+        setup.append(f"{stk} = np.empty(({age_axis}B, {len(ks) * H}), dtype=dtype)")
+        return stk, [f"{stk}[..., {span[k][0] - first}:{span[k][1] - first}] = {pr.vector(y)}" for k, y in members]
 
-    step = []
+    step = [f"_older({name}[t + 1], {older[name]})" for name in buffers if ages and any(
+        sym(named[r], l, t + 1, None, k) in lr.carried for r in named for k in ((None,) + gates)
+        if (r == "pre_activation") == (name == D) and (name == D or other.get(r) == name))]
     for d in lr.delta:
         expr = _stored_slopes(d.rhs, {**stored, **saved_at})
-        expr, fill = _stack_transposed(sym, stacks, expr, holder)
+        expr, fill = _stack_transposed(sym, stacks, expr, lambda members: side_by_side(members, t + 1, next_of[D]))
         step += fill
         step.append(f"{pr.refs[d.lhs]}[...] = {pr.vector(expr)}")
-    # over all steps: the parameters' sums, the gradient sent below
+    # over all steps: the parameters' sums (ages added first), the gradient sent below
+    finish = []
+    total = {name: f"{name}[:-1]" for name in buffers}
+    if ages:
+        for name in buffers:
+            total[name] = local(f"{name}_sum")
+            finish.append(f"{total[name]} = {name}[:-1].sum(axis=1)")
     all_refs = {**refs, below_step: below_all}
     for k in gates:
-        all_refs[sym("delta", l, t, gate=k)] = f"{dview[k]}[:-1]"
+        all_refs[sym("delta", l, t, gate=k)] = gate_part(total[D], k)
         all_refs[sym("gate", l, t, gate=k)] = f"{gview[k]}[:-1]"
+    for role, name in other.items():
+        all_refs[sym(named[role], l, t)] = total[name]
     for role in states:
         all_refs[sym(role, l, t - 1)] = f"{states[role]}[:-1]"
         all_refs[sym(role, l, t)] = f"{states[role]}[1:]"
@@ -398,38 +422,33 @@ def _backward(rule, lr, spec, local, refs, stacks, gview, span, states, sv, stor
     tot = LoopCodePrinter(sym, all_refs, steps=True)
     scatter = LoopCodePrinter(sym, all_refs, steps=True)
     scatter.tokens = {below_step: m.input_size} if l == 1 else {}
-    order = [p for p in sym.params()]
+    order = list(sym.params())
     grads = []
     for p, e in sorted(lr.uses.items(), key=lambda pe: order.index(pe[0])):
         e = _stored_slopes(e, stored)
         grads.append({"name": sym.names.python(sym.info[p].role, l, sym.info[p].gate), "expr": tot.total(e),
                       "tokens_expr": scatter.total(e) if l == 1 and below_step in e.free_symbols else ""})
-    down, _ = _stack_transposed(sym, stacks, lr.down,
-                                lambda members: (f"{D}[:-1]", []) if [y for _, y in members] == [
-                                    sym("delta", l, t, gate=k) for k, _ in members] and len(members) == len(gates)
-                                else (_ for _ in ()).throw(NotImplementedError("down")))
-    down_text = LoopCodePrinter(sym, {**all_refs, **stacks.refs}, steps=True).vector(down)
-    # h_0 (and c_0): the rule of step 1
+    # the gradient sent below: per age to a lower layer, summed over ages for xs
+    down = {}
+    for key, text in (("ages", f"{D}[:-1]"), ("sum", total[D])):
+        e, _ = _stack_transposed(sym, stacks, lr.down, lambda members: side_by_side(members, t, text))
+        down[key] = LoopCodePrinter(sym, {**all_refs, **stacks.refs}, steps=True).vector(e)
+    # h_0 (and c_0): the rule of step 1, its adjoints summed over ages
     first = {**refs}
+    at_one = {name: f"{total[name]}[0]" for name in buffers}
     for k in gates:
-        first[sym("delta", l, sp.Integer(1), gate=k)] = f"{dview[k]}[0]"
+        first[sym("delta", l, sp.Integer(1), gate=k)] = gate_part(at_one[D], k)
         first[sym("gate", l, sp.Integer(1), gate=k)] = f"{gview[k]}[0]"
     for role, name in other.items():
-        first[sym(named[role], l, sp.Integer(1))] = f"{name}[0]"
+        first[sym(named[role], l, sp.Integer(1))] = at_one[name]
     h0 = []
     for role in states:
-        def holder0(members):
-            ks = [k for k, _ in members]
-            if [y for _, y in members] == [sym("delta", l, sp.Integer(1), gate=k) for k in ks] and ks == list(gates):
-                return f"{D}[0]", []
-            return None
-
-        e, _ = _stack_transposed(sym, stacks, lr.initial[role], holder0)
-        pr0 = LoopCodePrinter(sym, {**first, **stacks.refs})
-        h0.append(pr0.vector(e))
-    return {"backward_setup": setup, "backward_step": step, "grads": grads, "down": down_text,
-            "h0": h0[0] if len(h0) == 1 else f"({', '.join(h0)})", "delta": D,
-            "chunk": chunk}
+        e, _ = _stack_transposed(sym, stacks, lr.initial[role],
+                                 lambda members: side_by_side(members, sp.Integer(1), at_one[D]))
+        h0.append(LoopCodePrinter(sym, {**first, **stacks.refs}).vector(e))
+    return {"backward_setup": setup, "backward_step": step, "backward_finish": finish, "grads": grads,
+            "down": down["sum"] if l == 1 else down["ages" if ages else "sum"],
+            "h0": h0[0] if len(h0) == 1 else f"({', '.join(h0)})", "delta": D, "chunk": chunk}
 
 
 def _shift(sym, expr: sp.Expr) -> sp.Expr:
