@@ -238,7 +238,7 @@ def layers_view(rule: "StepRule", spec, local, refs: dict) -> list[dict]:
                         products.setdefault(found[1], []).append((k, node))
         step_pr = LoopCodePrinter(sym, {**refs, **step_refs, **{sym("gate", l, t, gate=k): f"{gview[k]}[t]" for k in gates},
                                         **{sym("pre_activation", l, t, gate=k): f"{gview[k]}[t]" for k in gates}})
-        replace, rec_lines, setup = {}, [], []
+        replace, rec_lines, setup, slot = {}, [], [], {}
         for j, (vec, members) in enumerate(products.items()):
             members.sort(key=lambda m_: gates.index(m_[0]))
             order = tuple(k for k, _ in members)
@@ -254,6 +254,7 @@ def layers_view(rule: "StepRule", spec, local, refs: dict) -> list[dict]:
                 holder = _placeholder(sym, f"rec:{buf}:{i}", node, l)
                 step_pr.refs[holder] = f"{buf}[:, {i * H}:{(i + 1) * H}]"
                 replace[node] = holder
+                slot[holder] = (lines[-1], buf, i, len(members))
         # stored subexpressions: what the backward pass reads again
         stored: dict = {}
         store_lines: dict = {}
@@ -271,15 +272,22 @@ def layers_view(rule: "StepRule", spec, local, refs: dict) -> list[dict]:
                     stored[node] = holder
                     store_lines[node] = name
         del deltas_text
-        forward_step = []
+        # the step as operations; the adds and activations of neighbouring gates are then
+        # merged into one statement over their columns (one ufunc call for i and f, ...)
+        ops: list[tuple] = []
+        added: set = set()
         done_rec = set()
         for a in lr.forward:
             q = sym.info[a.lhs]
             for first_use, vec, lines in rec_lines:
                 if id(lines) not in done_rec and (q.role == "pre_activation" and gates.index(q.gate) >= first_use):
-                    if vec.free_symbols <= set(step_pr.refs) | {vec}:
-                        forward_step += lines
-                        done_rec.add(id(lines))
+                    ops.append(("lines", lines))
+                    done_rec.add(id(lines))
+                    for k in gates:   # a gate whose recurrent part is just its slice of this product
+                        terms = [e.xreplace(replace) for e in recurrent[k]]
+                        if len(terms) == 1 and terms[0] in slot and slot[terms[0]][0] == lines[-1]:
+                            ops.append(("add", k, slot[terms[0]]))
+                            added.add(k)
             rhs = a.rhs.xreplace(replace)
             for node, holder in stored.items():
                 if node.xreplace(replace) in set(sp.preorder_traversal(rhs)) and node not in step_pr.refs:
@@ -287,22 +295,25 @@ def layers_view(rule: "StepRule", spec, local, refs: dict) -> list[dict]:
                     step_pr.refs[holder] = target
                     inner = node.xreplace(replace)
                     if isinstance(inner, ElementwiseApplyFunction):
-                        forward_step += step_pr.apply_into(target, inner.function, step_pr.vector(inner.expr))
+                        ops.append(("lines", step_pr.apply_into(target, inner.function, step_pr.vector(inner.expr))))
                     else:
-                        forward_step += step_pr.accumulate(target, inner)
+                        ops.append(("lines", step_pr.accumulate(target, inner)))
                     rhs = rhs.xreplace({inner: holder})
-            if q.role == "pre_activation":
+            if q.role == "pre_activation" and q.gate not in added:
                 terms = [e.xreplace(replace) for e in recurrent[q.gate]]
                 for node, holder in stored.items():
                     terms = [e.xreplace({node.xreplace(replace): holder}) for e in terms]
                 target = f"{gview[q.gate]}[t]"
+                lines = []
                 for e in terms:
                     text = step_pr.vector(e)
-                    forward_step.append(f"{target} -= {text[1:]}" if text.startswith("-") else f"{target} += {text}")
+                    lines.append(f"{target} -= {text[1:]}" if text.startswith("-") else f"{target} += {text}")
+                ops.append(("lines", lines))
             elif q.role == "gate":
-                forward_step += step_pr.activate(f"{gview[q.gate]}[t]", a.rhs.function)
-            else:
-                forward_step.append(f"{step_pr.refs[a.lhs]}[...] = {step_pr.vector(rhs)}")
+                ops.append(("act", q.gate, a.rhs.function))
+            elif q.role != "pre_activation":
+                ops.append(("lines", [f"{step_pr.refs[a.lhs]}[...] = {step_pr.vector(rhs)}"]))
+        forward_step = _merged(ops, gates, span, A, H, step_pr)
         back = _backward(rule, lr, spec, local, refs, stacks, gview, span, states, sv, stored, store_lines, A, below_step,
                          below_all)
         cached = [A, *states.values(), *store_lines.values()]
@@ -357,12 +368,18 @@ def _backward(rule, lr, spec, local, refs, stacks, gview, span, states, sv, stor
     def gate_part(text: str, k: str) -> str:
         return f"{text}[..., {span[k][0]}:{span[k][1]}]"
 
+    # each gate's delta is a view of the gates' delta buffer (and of its older copy)
+    dview = {k: local(f"delta_{gview[k]}") for k in gates}
+    setup += [f"{dview[k]} = {gate_part(D, k)}" for k in gates]
+    if ages:
+        oview = {k: local(f"older_delta_{gview[k]}") for k in gates}
+        setup += [f"{oview[k]} = {gate_part(older[D], k)}" for k in gates]
     refs_t = {**refs, sym("hidden_grad", l, t): "g[t]"}
     for k in gates:
         refs_t[sym("gate", l, t, gate=k)] = f"{gview[k]}[t]"
         refs_t[sym("gate", l, t + 1, gate=k)] = f"{gview[k]}[t + 1]"
-        refs_t[sym("delta", l, t, gate=k)] = gate_part(now_of[D], k)
-        refs_t[sym("delta", l, t + 1, gate=k)] = gate_part(next_of[D], k)
+        refs_t[sym("delta", l, t, gate=k)] = f"{dview[k]}[t]"
+        refs_t[sym("delta", l, t + 1, gate=k)] = oview[k] if ages else f"{dview[k]}[{nxt}]"
     for role, name in other.items():
         refs_t[sym(named[role], l, t)] = now_of[name]
         refs_t[sym(named[role], l, t + 1)] = next_of[name]
@@ -410,7 +427,7 @@ def _backward(rule, lr, spec, local, refs, stacks, gview, span, states, sv, stor
             finish.append(f"{total[name]} = {name}[:-1].sum(axis=1)")
     all_refs = {**refs, below_step: below_all}
     for k in gates:
-        all_refs[sym("delta", l, t, gate=k)] = gate_part(total[D], k)
+        all_refs[sym("delta", l, t, gate=k)] = gate_part(total[D], k) if ages else f"{dview[k]}[:-1]"
         all_refs[sym("gate", l, t, gate=k)] = f"{gview[k]}[:-1]"
     for role, name in other.items():
         all_refs[sym(named[role], l, t)] = total[name]
@@ -459,6 +476,35 @@ def _shift(sym, expr: sp.Expr) -> sp.Expr:
         if q is not None and q.time is not None and q.time.has(t):
             moves[s] = sym(q.role, q.layer, q.time + 1, q.age, q.gate)
     return expr.xreplace(moves)
+
+
+def _merged(ops: list[tuple], gates, span, A: str, H: int, pr: LoopCodePrinter) -> list[str]:
+    """The step's lines, with the adds and activations of neighbouring gates merged."""
+    out: list[str] = []
+    i = 0
+    while i < len(ops):
+        op = ops[i]
+        if op[0] == "lines":
+            out += op[1]
+            i += 1
+            continue
+        j = i + 1   # extend over the next gates with the same operation
+        while j < len(ops) and ops[j][0] == op[0] and gates.index(ops[j][1]) == gates.index(ops[j - 1][1]) + 1 and (
+                ops[j][2] == op[2] if op[0] == "act" else
+                ops[j][2][1] == op[2][1] and ops[j][2][2] == ops[j - 1][2][2] + 1):
+            j += 1
+        first, last = ops[i][1], ops[j - 1][1]
+        a, b = span[first][0], span[last][1]
+        columns = f"{A}[t]" if (a, b) == (0, len(gates) * H) else f"{A}[t, :, {a}:{b}]"
+        if op[0] == "act":
+            out += pr.activate(columns, op[2])
+        else:
+            _, buf, k0, n = op[2]
+            k1 = ops[j - 1][2][2] + 1
+            part = buf if (k0, k1) == (0, n) else f"{buf}[:, {k0 * H}:{k1 * H}]"
+            out.append(f"{columns} += {part}")
+        i = j
+    return out
 
 
 def _needed(node: sp.Expr, deltas) -> bool:

@@ -315,6 +315,11 @@ class LoopCodePrinter(NumPyPrinter):
         return self._bound[expr] if expr in self._bound else super()._print_Dummy(expr)
 
     def _print_MatAdd(self, expr: sp.MatAdd) -> str:
+        ones = [a for a in expr.args if isinstance(a, sp.OneMatrix)]
+        if ones and len(expr.args) == 2:   # 1 - z, as written
+            (rest,) = [a for a in expr.args if a not in ones]
+            text = self._print(rest)
+            return f"1 - {self._paren(-rest)}" if text.startswith("-") else f"1 + {text}"
         return _ordered_sum(self, expr)
 
     def _print_MatMul(self, expr: sp.MatMul) -> str:
