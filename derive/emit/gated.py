@@ -25,10 +25,10 @@ from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 from derive.emit.printers import LoopCodePrinter
 from derive.matrices import elementwise
 from derive.rules import ACTIVATIONS, u, v
-from derive.symbols import t
+from derive.symbols import Quantity, t
 
 if TYPE_CHECKING:
-    from derive.bptt import LayerRule, StepRule
+    from derive.bptt import StepRule
 
 
 class _Stacks:
@@ -49,17 +49,13 @@ class _Stacks:
             parts = [sym(role, self.layer, gate=k) for k in gates]
             n = len(gates)
             rows, cols = parts[0].shape
-            bias = role in ("bias", "recurrent_bias")
-            # column layout stacks rows (n H x in); row layout stacks columns (in x n H)
-            if bias or not sym.row:
-                shape = (n * rows, cols) if not (bias and sym.row) else (rows, n * cols)
-            else:
-                shape = (rows, n * cols)
+            # side by side along the hidden axis: rows in column layout, columns in row layout
+            shape = (rows, n * cols) if sym.row else (n * rows, cols)
             stacked = sp.MatrixSymbol(f"{role}[{self.layer}]@stack:{''.join(gates)}", *shape)
-            sym.info[stacked] = sym.info[parts[0]].__class__(role, self.layer, None, None, "".join(gates))
+            sym.info[stacked] = Quantity(role, self.layer, None, None, "".join(gates))
             name = self.local(f"{self.refs[parts[0]]}_{''.join(gates)}" if len(gates) < len(self.gates)
                               else f"{role.split('_')[0]}_{self.layer}_stacked")
-            axis = 1 if sym.row and not bias else 0
+            axis = 1 if sym.row and not role.endswith("bias") else 0   # biases are 1-D arrays
             self.lines.append(f"{name} = np.concatenate([{', '.join(self.refs[p] for p in parts)}]"
                               + (f", axis={axis})" if axis else ")"))
             self.refs[stacked] = name
@@ -95,7 +91,6 @@ def _transposed_product(sym, expr: sp.Expr) -> tuple[sp.MatrixSymbol, sp.Expr] |
 
 def _placeholder(sym, name: str, like: sp.MatrixExpr, layer: int) -> sp.MatrixSymbol:
     """A vector symbol that the printer reads from a buffer (a stored or stacked value)."""
-    from derive.symbols import Quantity
     holder = sp.MatrixSymbol(name, *like.shape)
     sym.info[holder] = Quantity("saved", layer, None, None, name)
     return holder
@@ -175,8 +170,6 @@ def layers_view(rule: "StepRule", spec, local, refs: dict) -> list[dict]:
     names = sym.names
     gates = sym.cell.GATES
     n = len(gates)
-    chunk = spec.bptt.truncate_style == "chunk" and spec.bptt.truncate
-    K = 0 if spec.bptt.truncate_style == "chunk" else spec.bptt.truncate
     out = []
     for lr in rule.layers:
         l = lr.layer
@@ -193,7 +186,6 @@ def layers_view(rule: "StepRule", spec, local, refs: dict) -> list[dict]:
         if "cell" in sym.cell.STATE:
             states["cell"] = local(names.python("cell", l))
         sv = {role: local(f"{name}v") for role, name in states.items()}
-        h_prev = sym("hidden", l, t - 1)
         step_refs = {sym(role, l, t - 1): f"{sv[role]}[t]" for role in states}
         step_refs.update({sym(role, l, t): f"{sv[role]}[t + 1]" for role in states})
         pres = {sym.info[a.lhs].gate: a for a in lr.forward if sym.info[a.lhs].role == "pre_activation"}
@@ -204,22 +196,14 @@ def layers_view(rule: "StepRule", spec, local, refs: dict) -> list[dict]:
             terms = a.rhs.args if isinstance(a.rhs, sp.MatAdd) else (a.rhs,)
             hoisted[k] = [e for e in terms if not (e.free_symbols & state_symbols)]
             recurrent[k] = [e for e in terms if e.free_symbols & state_symbols]
-        projection = []
-        for k in gates:
-            for e in hoisted[k]:
-                found = _weight_product(sym, e)
-                if found is not None:
-                    projection.append(("product", found[0], found[1]))
-                elif isinstance(e, sp.MatrixSymbol) and sym.info[e].role == "bias":
-                    projection.append(("bias", e, None))
-                else:
-                    raise NotImplementedError(f"no stacked projection for {e}")
+        for k in gates:   # the stacked product below is exact only for this form
+            want = {sym.product(sym("input_weight", l, gate=k), below_step)} | (
+                {sym("bias", l, gate=k)} if m.bias else set())
+            if set(hoisted[k]) != want:
+                raise NotImplementedError(f"gate {k}: the part without the state is not W_k x + b_k")
         stacked = [sym.product(stacks.of("input_weight", gates), below_step)]
         if m.bias:
             stacked.append(stacks.of("bias", gates))
-        expected = sp.MatAdd(*[sym.product(sym("input_weight", l, gate=k), below_step) for k in gates]
-                             + ([sym("bias", l, gate=k) for k in gates] if m.bias else []))
-        assert len(projection) == len(expected.args), "a gate's projection is not W_k x (+ b_k)"
         proj = sp.MatAdd(*stacked) if len(stacked) > 1 else stacked[0]
         pr_all = LoopCodePrinter(sym, {**refs, below_step: below_all}, steps=True)
         forward_all = pr_all.accumulate(f"{A}[:-1]", proj)
@@ -258,7 +242,6 @@ def layers_view(rule: "StepRule", spec, local, refs: dict) -> list[dict]:
         # stored subexpressions: what the backward pass reads again
         stored: dict = {}
         store_lines: dict = {}
-        deltas_text = " ".join(str(d.rhs) for d in lr.delta)
         for a in lr.forward:
             for node in sp.preorder_traversal(a.rhs):
                 if node is a.rhs or not isinstance(node, sp.MatrixExpr):
@@ -271,7 +254,6 @@ def layers_view(rule: "StepRule", spec, local, refs: dict) -> list[dict]:
                     holder = _placeholder(sym, f"store:{name}", node, l)
                     stored[node] = holder
                     store_lines[node] = name
-        del deltas_text
         # the step as operations; the adds and activations of neighbouring gates are then
         # merged into one statement over their columns (one ufunc call for i and f, ...)
         ops: list[tuple] = []
