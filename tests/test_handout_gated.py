@@ -287,6 +287,13 @@ def test_the_worked_example_equals_an_independent_implementation(name: str, buil
         assert np.allclose(example.values[d.sym("hidden", 1, time)].reshape(-1), h, atol=1e-12)
     if spec.model.cell == "lstm":
         assert np.allclose(example.values[d.sym("cell", 1, sp.Integer(0))], 0)
+    # and the generated module agrees (it is printed from the step rule, the handout from the unrolled graph)
+    module = numbers.module_namespace(render_all(spec, ["py"], "loop", COMMAND)["py"], name)
+    loss_m, grads_m = module.loss_and_grads(example.params, example.xs, example.targets)
+    assert loss_m == pytest.approx(example.loss, abs=1e-12)
+    for p in d.sym.params():
+        key = numbers.python_name(d.sym, p)
+        assert np.allclose(np.asarray(grads_m[key]).reshape(example.totals[p].shape), example.totals[p], atol=1e-12), key
 
 
 @pytest.mark.parametrize("name", ["lstm", "gru_after", "gru_before"])
