@@ -1025,17 +1025,12 @@ class _Handout:
         sym, L, t, k, j = self.sym, self.L, self.t, self.k, self.j
         h = lambda time: sym("hidden", L, time)  # noqa: E731
         weight = sym("recurrent_weight", L)
-        body = self.act.slope.xreplace({v: u})
-        a = lambda time: sym("pre_activation", L, time)  # noqa: E731
-        diag = sp.Identity(self.col(h(j)).shape[0]) if body == 1 else DiagMatrix(self.slope_of(a(j)))
-        written = sp.Identity(self.col(h(j)).shape[0]) if body == 1 else \
-            DiagMatrix(ElementwiseApplyFunction(sp.Lambda(u, body), h(j)))
+        jac, written_jac = self.elman_jacobian(h(j), sym("pre_activation", L, j), weight)
         name = self.name
         gamma = self.gamma()
-        jac = sp.MatMul(diag, self.col(weight))
         blocks: list[Block] = [
             Paragraph((msg("vanishing.jacobian", gap=Math("t - k")),) + ((msg("paths.top_layer"),) if L > 1 else ())),
-            Equations((self.line(Partial(h(j), h(j - 1)), self.tex(jac) + " = " + self.tex(sp.MatMul(written, self.col(weight))),
+            Equations((self.line(Partial(h(j), h(j - 1)), self.tex(jac) + " = " + self.tex(written_jac),
                                  f"eq:{name}:jacobian"),
                        self.line(Partial(h(t), h(k)), sp.Product(jac, (j, k + 1, t)), f"eq:{name}:jacobian-product",
                                  tag=self.tag("product")),
@@ -1286,7 +1281,7 @@ class _Handout:
     def conventions(self) -> Section:
         """The convention box: the frameworks' gate orders; for a GRU also the direction of
         the update and where the reset acts, each printed from the step rule's assignments."""
-        sym, t, L, name = self.sym, self.t, self.L, self.name
+        sym, t, name = self.sym, self.t, self.name
         rows = tuple((Text(framework), Math(", ".join(self.tex(sp.Symbol(c)) for c in letters)),
                       Math(", ".join(self.tex(self.gate_symbol(k)) for k in ours)))
                      for framework, letters, ours in GATE_ORDERS[self.cell])
