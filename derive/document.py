@@ -307,6 +307,9 @@ def equation_labels(d: Derivation) -> dict[tuple[str, sp.MatrixSymbol], str]:
     return out
 
 
+#: The most lines a table of a gated cell's worked example may take (it must fit on one page).
+PAGE_LINES = 60
+
 #: The widest a line of a gated cell's equations may be, in `_width` units (about 4 pt each).
 WIDTH = 80
 
@@ -435,6 +438,26 @@ class _Handout:
             else:
                 groups.append((layer, [item]))
         return [group for _, group in groups]
+
+    def paged(self, items: list[tuple[int | None, tuple[Inline, ...]]]) -> list[list[tuple[Inline, ...]]]:
+        """Table rows grouped as `layered`, and for a gated cell each group cut into tables that
+        fit on a page (a table cannot break across pages): at most PAGE_LINES lines, a row of
+        matrices counting its matrix rows."""
+        groups = self.layered(items)
+        if not self.gated:
+            return groups
+        out: list[list[tuple[Inline, ...]]] = []
+        for group in groups:
+            out.append([])
+            used = 0
+            for row in group:
+                height = 1 + max(c.latex.count(r"\\") + 1 if isinstance(c, Math) and "matrix" in c.latex else 1 for c in row)
+                if out[-1] and used + height > PAGE_LINES:
+                    out.append([])
+                    used = 0
+                out[-1].append(row)
+                used += height
+        return out
 
     def broken(self, lhs: sp.Basic, rhs: sp.Basic, label: str, tag: str = "") -> list[Line]:
         """`lhs = rhs`; for a gated cell a long sum is broken after some terms into lines that
@@ -701,7 +724,7 @@ class _Handout:
                 split.append(Line(rf"\delta_{{[{below},\, {self.tex(self.h(t - 1, l))}]}}", "=",
                                   rf"{self.tex(delta)} {self.tex(stack)}^{{\top}} = {self.tex(parts)}", f"eq:{self.name}:split:{l}"))
             blocks.append(Equations(tuple(split)))
-        if self.preset and self.notation == "d2l":
+        if self.preset and self.notation == "d2l" and not self.gated:   # (document 002 is an Elman RNN)
             relu = ACTIVATIONS["relu"]
             a = sym("pre_activation", 1, t)
             blocks.append(Paragraph((msg("d2l.shared", weights=Math(", ".join(self.tex(p) for p in sym.params()))),
@@ -1081,7 +1104,7 @@ class _Handout:
             blocks += [Paragraph((msg("example.tokens"),)), Table(head, tuple(rows))]
         params = [(sym.info[p].layer, (self.math(p), Math(P.values(values[p], vertical=True)))) for p in sym.params()]
         value_head = msg("table.value")
-        blocks += [Table((msg("example.weights"), value_head), tuple(rows)) for rows in self.layered(params)]
+        blocks += [Table((msg("example.weights"), value_head), tuple(rows)) for rows in self.paged(params)]
         for time in d.unrolled.times:
             rows = [(None, (self.math(sym("input", None, time)), Math(P.values(values[sym("input", None, time)]))))]
             rows += [(a.layer, (self.math(a.lhs), Math(P.values(values[a.lhs])))) for a in d.unrolled.forward if a.time == time]
@@ -1090,7 +1113,7 @@ class _Handout:
                     y = d.unrolled.at(time).target
                     rows += [(None, (self.math(y), Math(P.values(values[y])))), (None, (self.math(a.lhs), Math(P.values(values[a.lhs]))))]
             head = (msg("step", t=self.math(sp.Eq(self.t, int(time)))), value_head)
-            blocks += [Table(head, tuple(group)) for group in self.layered(rows)]
+            blocks += [Table(head, tuple(group)) for group in self.paged(rows)]
         for time in reversed(d.unrolled.times):
             rows = [(self.math(a.lhs), Math(P.values(values[a.lhs]))) for a in d.deltas if a.time == time]
             rows = [(a.layer, row) for a, row in zip([a for a in d.deltas if a.time == time], rows)]
@@ -1100,10 +1123,10 @@ class _Handout:
                         rows.append((sym.info[p].layer, (Math(rf"{self.dname(p)}\Big|_{{{int(time)}}}"), Math(P.values(value)))))
             if rows:
                 head = (msg("example.backward", t=self.math(sp.Eq(self.t, int(time)))), value_head)
-                blocks += [Table(head, tuple(group)) for group in self.layered(rows)]
+                blocks += [Table(head, tuple(group)) for group in self.paged(rows)]
         total_head = (msg("table.symbol"), msg("table.clipped" if self.spec.bptt.clip or self.spec.bptt.clip_norm else "table.gradient"),
                       msg("table.updated", eta=self.math(self.eta)))
-        totals = self.layered([(sym.info[p].layer, (self.math(p), Math(P.values(n.totals[p], vertical=True)),
+        totals = self.paged([(sym.info[p].layer, (self.math(p), Math(P.values(n.totals[p], vertical=True)),
                                                      Math(P.values(n.updated[p], vertical=True)))) for p in n.totals])
         compact = [self.tags[key] for key in self.tags if key.startswith("compact:")]
         refs: Inline = Text(", ".join(f"({n})" for n in compact[:-1]) + (" and " if len(compact) > 1 else "") + f"({compact[-1]})")
