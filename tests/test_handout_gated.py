@@ -422,3 +422,14 @@ def test_every_kind_of_gated_spec_gets_its_handout(cell: str, reset: str, case: 
     for title in ("The delta recursion", "Why the additive path eases vanishing gradients",
                   "Conventions of the frameworks", "A worked example", "Proof"):
         section(md, title)
+
+
+def test_a_gated_handout_needs_no_generated_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the numbers of a gated handout come from the derivation's step rule, not the module
+    from derive.formats import FORMATS
+
+    def no(*args, **kwargs):
+        raise AssertionError("the handout rendered the module")
+    monkeypatch.setattr(type(FORMATS["py"]), "render", no)
+    out = render_all(SPECS["gru_before"], ["tex", "md"], "loop", COMMAND)
+    assert "## Why the additive path eases vanishing gradients" in out["md"]
