@@ -13,6 +13,14 @@ The loss allocates little (issue 15): the logits are written into one (T, B, cla
 buffer that becomes the softmax and then dE/dz in place, class targets are read at their
 index (the loss table's `gathered` form: no one-hot rows), and that buffer is released
 before the recursion runs.
+
+The opt-in workspace (issue 15) is buffer management only: every large scratch array is
+allocated by `_empty(ws, key, shape, dtype)` (`templates/helpers/_workspace.py.j2`), which
+is `np.empty` without a workspace and the workspace's buffer `key` with one. A key is
+always a name the `Namer` hands out (the local's own name, or a template name), so two
+buffers that can be alive at once never share one; every buffer is written whole before it
+is read; and nothing returned is allocated there (gradients, the loss, `grads["xs"]` and
+`h_final` are new arrays; `forward`'s cache never lives there).
 """
 from __future__ import annotations
 
