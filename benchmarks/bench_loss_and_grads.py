@@ -2,6 +2,7 @@
 against hand-written NumPy, torch and JAX, in fresh processes and paired in one process.
 
     python benchmarks/bench_loss_and_grads.py [--quick] [--out FILE] [--baseline-derive CMD]
+        [--only fresh|paired] [--impls generated,generated+ws,...] [--sizes 0,1,2,3]
 
 The model is the Elman RNN of ``bench_rnn.py`` (tanh, bias, column layout) at its four sizes
 (B, T, D, H), with an output layer of V = D classes, softmax and cross-entropy (sum) at
@@ -367,12 +368,18 @@ def main() -> None:
     ap.add_argument("--out", help="write the Markdown tables to this file too")
     ap.add_argument("--unchecked", action="store_true", help=f"also measure '{UNCHECKED}'")
     ap.add_argument("--only", choices=("fresh", "paired"), help="one of the two ways (default: both)")
+    ap.add_argument("--impls", help=f"a comma-separated subset of {', '.join(IMPLS)} (default: all installed)")
+    ap.add_argument("--sizes", help="comma-separated indices into bench_rnn.CASES (0-3; default: all, --quick: 1,2)")
     args = ap.parse_args()
     if args.worker:
         worker(args)
         return
     impls = [i for i in IMPLS if i not in ("torch", "jax") or importlib.util.find_spec(i)]
+    if args.impls:
+        impls = [i for i in impls if i in args.impls.split(",")]
     cases = [1, 2] if args.quick else list(range(len(CASES)))
+    if args.sizes:
+        cases = [int(c) for c in args.sizes.split(",")]
     tmp = Path(tempfile.mkdtemp(prefix="bench-lag-"))
     modules, paths = {}, {}
     for ci in cases:
