@@ -463,6 +463,7 @@ def main() -> None:
                     emit(f"| {CASES[ci].label} | {dtype} | " + " | ".join(cells) +
                          f" | {res[base]['faults']:.0f} | {rate:.1f} ({100 * rate / peak:.0f} %) |")
             emit()
+    emit(f"Load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}.")
     if args.out:
         Path(args.out).write_text("\n".join(lines + out) + "\n")
 
