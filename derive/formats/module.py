@@ -18,7 +18,8 @@ The opt-in workspace (issue 15) is buffer management only: every large scratch a
 allocated by `_empty(ws, key, shape, dtype)` (`templates/helpers/_workspace.py.j2`), which
 is `np.empty` without a workspace and the workspace's buffer `key` with one. A key is
 always a name the `Namer` hands out (the local's own name, or a template name), so two
-buffers that can be alive at once never share one; every buffer is written whole before it
+buffers that can be alive at once never share one (the one deliberate sharing: the top
+layer's deltas take the key "logits", whose buffer is dead once the recursion starts); every buffer is written whole before it
 is read; and nothing returned is allocated there (gradients, the loss, `grads["xs"]` and
 `h_final` are new arrays; `forward`'s cache never lives there).
 """
@@ -157,6 +158,9 @@ def module_view(derivation: "Derivation", command: str, template: str, local: Na
         # backward: delta_t = (upstream + recurrent term) * slope; the slope of all steps
         # comes at once from the stored h (tanh' = 1 - h^2)
         delta_rule = lr.delta[0].rhs
+        # with a workspace, the top layer's deltas take the logits' bytes: loss_and_grads has
+        # released the logits before the recursion runs (the workspace holds one buffer less)
+        delta_key = "logits" if l == L and m.output_size else None
         total_part, slope_part = (delta_rule.args if isinstance(delta_rule, sp.HadamardProduct)
                                   else (delta_rule, None))
         slope_printer = printer({}, steps=True)
@@ -173,7 +177,7 @@ def module_view(derivation: "Derivation", command: str, template: str, local: Na
             setup = _transposed_copies(back, total_part, local)
             if slope_part is not None:
                 setup += [_empty("slope", f"(T, B, {H})"), *slope_into("slope")]
-            setup += [_empty(delta[l], f"(T + 1, _TRUNCATE, B, {H})"), f"{delta[l]}[...] = 0"]
+            setup += [_empty(delta[l], f"(T + 1, _TRUNCATE, B, {H})", delta_key), f"{delta[l]}[...] = 0"]
             setup.append(_empty("older", f"(_TRUNCATE, B, {H})"))
             backward_step = back.accumulate(f"{delta[l]}[t]", total_part)
             backward_step += [f"{delta[l]}[t] *= slope[t]"] if slope_part is not None else []
@@ -185,7 +189,7 @@ def module_view(derivation: "Derivation", command: str, template: str, local: Na
             back = printer(step_refs)
             last = printer({sym("hidden_grad", l, t): "gv[T - 1]"})
             boundary = total_part.xreplace({sym("delta", l, t + 1): sp.ZeroMatrix(*total_part.shape)}).doit()
-            setup = [*_transposed_copies(back, total_part, local), _empty(delta[l], f"(T, B, {H})")]
+            setup = [*_transposed_copies(back, total_part, local), _empty(delta[l], f"(T, B, {H})", delta_key)]
             if slope_part is not None:
                 # the slope is written into the delta buffer, which then becomes the delta
                 setup += [*slope_into(delta[l]), f"{dv}, gv = list({delta[l]}), list(g)",
@@ -410,7 +414,8 @@ def _empty(name: str, shape: str, key: str | None = None) -> str:
     """`name = _empty(ws, key, shape, dtype)`: a new array, or the workspace's buffer `key`
     (by default the local's own name: every key is a name the Namer hands out, so two
     buffers that can be alive together never share one)."""
-    return f'{name} = _empty(ws, "{key or name}", {shape}, dtype)'
+    line = f'{name} = _empty(ws, "{key or name}", {shape}, dtype)'
+    return line + "   # the logits' bytes: loss_and_grads is done with them" if key == "logits" else line
 
 
 def unrolled_view(derivation: "Derivation", labels: dict, command: str, template: str) -> dict:

@@ -130,7 +130,7 @@ def _backward(dtop, cache, ws=None):
     # layer 1
     U = p["U"]
     W = p["W"]
-    delta_s = _empty(ws, "delta_s", (T, B, 4), dtype)
+    delta_s = _empty(ws, "logits", (T, B, 4), dtype)   # the logits' bytes: loss_and_grads is done with them
     np.square(s[1:], out=delta_s)
     np.subtract(1, delta_s, out=delta_s)
     delta_sv, gv = list(delta_s), list(g)
