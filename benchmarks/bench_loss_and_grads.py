@@ -19,6 +19,11 @@ Measured, per implementation, size and dtype (float64, float32):
 * generated+ws: the generated module with one ``Workspace()`` passed on every call, as a
   training loop passes it (its buffers outlive the call: "workspace MB" is what it holds);
   the ratio tables divide by its times.
+* threads: NumPy's OpenBLAS, torch and XLA use both cores by default. On a loaded machine
+  two spinning BLAS threads per process make NumPy and torch many times slower while XLA
+  barely notices; for a contention-robust comparison run everything on one thread:
+  ``OPENBLAS_NUM_THREADS=1 BENCH_TORCH_THREADS=1 XLA_FLAGS="--xla_cpu_multi_thread_eigen=false
+  intra_op_parallelism_threads=1" python benchmarks/bench_loss_and_grads.py ...``
 * paired: all implementations in one process, each warmed up for ``--warm`` seconds, then
   one call of each in turn (a new random order every round, a 50 ms pause before each call
   so that the thread pools of the previous library stop spinning); the median per
@@ -152,7 +157,7 @@ def make_calls(impl: str, case: Case, dtype: str, module, derive_paths: dict[str
                 "backward": lambda: hw.backward(dhs, kept)}
     if impl == "torch":
         import torch
-        torch.set_num_threads(2)
+        torch.set_num_threads(int(os.environ.get("BENCH_TORCH_THREADS", "2")))
         tdtype = getattr(torch, dtype)
         net = torch.nn.RNN(case.input_size, case.hidden[0], num_layers=len(case.hidden), nonlinearity="tanh").to(tdtype)
         lin = torch.nn.Linear(case.hidden[-1], case.input_size).to(tdtype)
@@ -390,8 +395,11 @@ def main() -> None:
         impls.insert(1, "generated (before)")
     if args.unchecked:
         impls.insert(1, UNCHECKED)
+    threads = " ".join(f"{k}={os.environ[k]!r}" for k in ("OPENBLAS_NUM_THREADS", "BENCH_TORCH_THREADS", "XLA_FLAGS")
+                       if k in os.environ)
     lines = ["## Training-loop benchmark: `loss_and_grads` and `backward` (issue 15)", "",
-             f"Command: `python benchmarks/bench_loss_and_grads.py {' '.join(sys.argv[1:])}`", "", *machine()]
+             f"Command: `{threads + ' ' if threads else ''}python benchmarks/bench_loss_and_grads.py {' '.join(sys.argv[1:])}`",
+             "", *machine()]
     peak = dgemm_peak()
     lines += [f"- measured dgemm peak (2048 x 2048 float64, NumPy, best of 5): {peak:.1f} GFLOP/s", ""]
     env = dict(os.environ)
