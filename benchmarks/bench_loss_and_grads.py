@@ -2,7 +2,8 @@
 against hand-written NumPy, torch and JAX, in fresh processes and paired in one process.
 
     python benchmarks/bench_loss_and_grads.py [--quick] [--out FILE] [--baseline-derive CMD]
-        [--only fresh|paired] [--impls generated,generated+ws,...] [--sizes 0,1,2,3]
+        [--only fresh|paired] [--funcs loss_and_grads,backward] [--impls generated,generated+ws,...]
+        [--sizes 0,1,2,3]
 
 The model is the Elman RNN of ``bench_rnn.py`` (tanh, bias, column layout) at its four sizes
 (B, T, D, H), with an output layer of V = D classes, softmax and cross-entropy (sum) at
@@ -373,6 +374,7 @@ def main() -> None:
     ap.add_argument("--out", help="write the Markdown tables to this file too")
     ap.add_argument("--unchecked", action="store_true", help=f"also measure '{UNCHECKED}'")
     ap.add_argument("--only", choices=("fresh", "paired"), help="one of the two ways (default: both)")
+    ap.add_argument("--funcs", default=",".join(FUNCS), help="comma-separated: loss_and_grads, backward")
     ap.add_argument("--impls", help=f"a comma-separated subset of {', '.join(IMPLS)} (default: all installed)")
     ap.add_argument("--sizes", help="comma-separated indices into bench_rnn.CASES (0-3; default: all, --quick: 1,2)")
     args = ap.parse_args()
@@ -411,7 +413,7 @@ def main() -> None:
         print(text, flush=True)
 
     base = WS if WS in impls else "generated"   # the ratios' denominator
-    for func in FUNCS:
+    for func in [f for f in FUNCS if f in args.funcs.split(",")]:
         ratios: list[str] = []   # the fresh runs' warm and early times over the base's
         if args.only != "paired":
             emit(f"### `{func}`: fresh processes (alternating; median of {args.repeats}), ms per call")
