@@ -18,10 +18,11 @@ The opt-in workspace (issue 15) is buffer management only: every large scratch a
 allocated by `_empty(ws, key, shape, dtype)` (`templates/helpers/_workspace.py.j2`), which
 is `np.empty` without a workspace and the workspace's buffer `key` with one. A key is
 always a name the `Namer` hands out (the local's own name, or a template name), so two
-buffers that can be alive at once never share one (the one deliberate sharing: the top
-layer's deltas take the key "logits", whose buffer is dead once the recursion starts); every buffer is written whole before it
-is read; and nothing returned is allocated there (gradients, the loss, `grads["xs"]` and
-`h_final` are new arrays; `forward`'s cache never lives there).
+buffers that can be alive at once never share one; the one deliberate sharing is the top
+layer's deltas taking the key "logits", whose buffer is dead once the recursion starts.
+Every buffer is written whole before it is read, and nothing returned is allocated there
+(gradients, the loss, `grads["xs"]` and `h_final` are new arrays; `forward`'s cache never
+lives there).
 """
 from __future__ import annotations
 
