@@ -67,6 +67,8 @@ TEMPLATE_NAMES = frozenset({
     # a symbol's local (a key is always a name the Namer hands out, so keys never clash)
     "workspace", "ws", "private", "states", "dtop_all", "Workspace", "_check_workspace", "_empty",
     "_state_copy",
+    # gated cells (issue 14)
+    "nxt",
 })
 #: Helpers a module defines only when its code calls them (templates/helpers/<name>.py.j2).
 HELPERS = ("_matmul_steps", "_contract_steps", "_scatter_steps", "_older", "_softmax", "_softmax_lse", "_logsumexp",
