@@ -35,6 +35,7 @@ from derive import bptt
 from derive.evaluate import NumPyBackend, SymPyBackend, evaluate
 from derive.rules import ACTIVATIONS, LOSSES, u, v
 from derive.rules.activations import elementary
+from derive.cells import CELLS
 from derive.spec import Loss, Spec
 from derive.unroll import Unrolled, step
 from derive.unroll import t as T_SYM
@@ -69,7 +70,8 @@ class Row:
 # --------------------------------------------------------------------------- the generic f
 
 class f(sp.Function):
-    """The hidden activation as an uninterpreted differentiable function."""
+    """The hidden activation as an uninterpreted differentiable function (a gated cell's
+    candidate and cell-output tanh)."""
 
     def fdiff(self, argindex: int = 1) -> sp.Expr:
         return df(self.args[0])
@@ -79,17 +81,57 @@ class df(sp.Function):
     """f', the derivative of the uninterpreted activation."""
 
 
-class GenericBackend(SymPyBackend):
-    """SymPy evaluation where the rule's slope of the hidden activation, written through
-    the output h = f(a), is read as f'(a). Other elementwise functions (the output
-    sigmoid) are evaluated as written."""
+class s(sp.Function):
+    """A gated cell's gate function σ as an uninterpreted differentiable function."""
 
-    def __init__(self, activation: str):
-        self.slope = sp.Lambda(u, ACTIVATIONS[activation].slope.xreplace({v: u}))
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        return ds(self.args[0])
+
+
+class ds(sp.Function):
+    """s', the derivative of the uninterpreted gate function."""
+
+
+class GenericBackend(SymPyBackend):
+    """SymPy evaluation where the cell's elementwise functions are uninterpreted: the hidden
+    activation (an Elman cell's f, a gated cell's tanh) is f, a gated cell's σ is s. A rule's
+    slope written through the output v = f(a) is read as f'(a), one written through the
+    argument (1 - tanh(c)^2) as f'(c). Elementwise functions outside the cell (the output
+    sigmoid) are evaluated as written: `outer` is this backend with the cell's functions
+    written out, for the output layer and the loss."""
+
+    def __init__(self, spec: Spec | str, cell: bool = True):
+        if isinstance(spec, str):   # an Elman cell's activation alone
+            functions = {spec: (f, df)}
+            self.layers = 10**6
+        else:
+            functions = {spec.model.activation: (f, df)}
+            if CELLS[spec.model.cell].GATES:
+                functions["sigmoid"] = (s, ds)
+            self.layers = spec.model.layers
+        acts = {name: ACTIVATIONS[name] for name in functions}
+        self.forward = {sp.Lambda(u, act.value): functions[n] for n, act in acts.items()}
+        self.through_output = {sp.Lambda(u, act.slope.xreplace({v: u})): functions[n] for n, act in acts.items()}
+        self.through_argument = {sp.Lambda(u, act.slope.xreplace({v: act.value})): functions[n]
+                                 for n, act in acts.items()}
+        first = next(iter(acts.values()))
+        self.slope = sp.Lambda(u, first.slope.xreplace({v: u}))
+        self.cell = cell
+        self.outer = self
+        if cell:
+            self.outer = GenericBackend.__new__(GenericBackend)
+            self.outer.__dict__.update(self.__dict__, cell=False)
+            self.outer.outer = self.outer
 
     def apply(self, function: sp.Lambda, x: sp.Matrix) -> sp.Matrix:
-        if function == self.slope and all(isinstance(e, f) for e in x):
-            return x.applyfunc(lambda e: df(e.args[0]))
+        if function in self.through_output:
+            F, dF = self.through_output[function]
+            if all(isinstance(e, F) for e in x):
+                return x.applyfunc(lambda e: dF(e.args[0]))
+        if self.cell and function in self.through_argument:
+            return x.applyfunc(self.through_argument[function][1])
+        if self.cell and function in self.forward:
+            return x.applyfunc(self.forward[function][0])
         return super().apply(function, x)
 
 
@@ -99,7 +141,15 @@ def generic(spec: Spec) -> bool:
 
 
 def _backend(spec: Spec) -> SymPyBackend:
-    return GenericBackend(spec.model.activation) if generic(spec) else SymPyBackend()
+    return GenericBackend(spec) if generic(spec) else SymPyBackend()
+
+
+def _scope(backend: Any, layer: int | None) -> Any:
+    """The backend for an assignment of `layer`: outside the recurrent layers (the output
+    layer and the loss) the cell's uninterpreted functions are written out."""
+    if isinstance(backend, GenericBackend) and (layer is None or layer > backend.layers):
+        return backend.outer
+    return backend
 
 
 # --------------------------------------------------------------------------- values
@@ -113,10 +163,15 @@ def data_leaves(unrolled: Unrolled) -> list[sp.MatrixSymbol]:
     sym, spec = unrolled.sym, unrolled.spec
     leaves = list(sym.params())
     leaves += [sym("input", None, tm) for tm in unrolled.times]
-    leaves += [sym("hidden", l, sp.Integer(0)) for l in range(1, spec.model.layers + 1)]
+    leaves += initial_states(sym)
     role = "upstream" if spec.loss.kind == "none" else "target"
     leaves += [sym(role, None, tm) for tm in unrolled.loss_steps]
     return leaves
+
+
+def initial_states(sym) -> list[sp.MatrixSymbol]:
+    """h_0 of every layer (and a gated cell's c_0), layer by layer."""
+    return [sym(role, l, sp.Integer(0)) for l in range(1, sym.spec.model.layers + 1) for role in sym.cell.STATE]
 
 
 def numeric_env(unrolled: Unrolled, rng: np.random.Generator, zero_h0: bool = False) -> dict:
@@ -127,7 +182,7 @@ def numeric_env(unrolled: Unrolled, rng: np.random.Generator, zero_h0: bool = Fa
         q = unrolled.sym.info[leaf]
         shape = _shape(leaf, sizes)
         value = rng.normal(scale=0.8, size=shape)
-        if q.role == "hidden" and zero_h0:
+        if q.role in unrolled.sym.cell.STATE and zero_h0:
             value = np.zeros(shape)
         if q.role == "target":
             kind = unrolled.spec.loss.kind
@@ -164,10 +219,8 @@ def symbolic_env(unrolled: Unrolled) -> dict:
 
 
 def _value(a, values: dict, backend: Any, sizes: dict) -> Any:
-    """One forward assignment; a hidden state is f(a) when the backend is generic."""
-    if isinstance(backend, GenericBackend) and a.lhs.name.split("[")[0] == "hidden":
-        return evaluate(a.rhs.expr, values, backend, sizes).applyfunc(f)
-    return evaluate(a.rhs, values, backend, sizes)
+    """One forward assignment; the cell's functions are uninterpreted when the backend is generic."""
+    return evaluate(a.rhs, values, _scope(backend, a.layer), sizes)
 
 
 def run_forward(unrolled: Unrolled, env: dict, backend: Any) -> dict:
@@ -183,7 +236,7 @@ def _recursion(d: bptt.Derivation, env: dict, backend: Any) -> tuple[dict, dict]
     env = run_forward(d.unrolled, env, backend)
     sizes = d.sym.sizes()
     for a in d.deltas:
-        env[a.lhs] = evaluate(a.rhs, env, backend, sizes)
+        env[a.lhs] = evaluate(a.rhs, env, _scope(backend, d.sym.info[a.lhs].layer), sizes)
     return env, sizes
 
 
@@ -235,8 +288,8 @@ def windowed_loss(d: bptt.Derivation, env: dict, backend: Any, live: dict, froze
         start = (s - 1) // k * k + 1 if spec.bptt.truncate_style == "chunk" else max(1, s - k + 1)
         local = {**env, **live}
         for l in range(1, spec.model.layers + 1):
-            if start > 1:
-                entering = sym("hidden", l, sp.Integer(start - 1))
+            for role in sym.cell.STATE if start > 1 else ():
+                entering = sym(role, l, sp.Integer(start - 1))
                 local[entering] = const[entering]
         for step_time in range(start, s + 1):   # only the window: the cost is O(T k), not O(T^2)
             for a in by_step[step_time]:
@@ -257,7 +310,7 @@ def _term(d: bptt.Derivation, term, values: dict, backend: Any) -> Any:
             return float(np.sum(np.logaddexp(0.0, z) - y * z))
         shift = z.max()
         return float(-np.sum(y * (z - shift - np.log(np.sum(np.exp(z - shift))))))
-    return evaluate(term.rhs, values, backend, d.sym.sizes())[0, 0]
+    return evaluate(term.rhs, values, _scope(backend, None), d.sym.sizes())[0, 0]
 
 
 def _scale(spec: Spec, batch: sp.Expr = sp.Integer(1), steps: sp.Expr | None = None) -> sp.Expr:
@@ -410,6 +463,118 @@ def sizes_text(spec: Spec) -> str:
     return out + (f", output {m.output_size}" if m.output_size else ", no output layer")
 
 
+def _inner(a: sp.Matrix, b: sp.Matrix) -> sp.Expr:
+    return sum(a.multiply_elementwise(b))
+
+
+def _gated_layer_pairs(rule: bptt.StepRule, layer: bptt.LayerRule, env: dict, ev, symbols) -> tuple[list, list]:
+    """A gated layer's step rule at symbolic t against sympy.diff through one step.
+
+    The leaves are free symbols: the parameters, the inputs x_t, x_{t+1} (or the layer
+    below's h), the state s_{t-1} (h, and the LSTM's c), the upstream g_t, and the
+    adjoint Delta_M of every named node M of step t+1 (each gate's pre-activation, h, c).
+    The future is cut at step t+1's named nodes: each contributes <Delta_M, M> and is a
+    constant for the rest of step t+1, so the chain rule gives exactly the rule's
+    reading of step t+1's adjoints. For every named node N of step t (its value a free
+    symbol nu, step t recomputed from it):
+      Phi_N = <g_t, h_t> + sum_M <Delta_M, M>, and delta^N_t must be dPhi_N/dnu at nu = N_t.
+    With free adjoints d_N of step t's named nodes, the step cut at them:
+      Psi = sum_N <d_N, N_t>; each parameter use and the gradient sent below must be
+      dPsi/dtheta and dPsi/d below_t; at t = 1, the h_0 (and c_0) rules are dPsi_1/ds_0.
+    """
+    sym = rule.sym
+    l = layer.layer
+    named = {**sym.cell.NAMED, **bptt.NAMED}
+    mine = lambda time: [a for a in step(sym, time) if a.layer == l]
+    now, after, first = mine(T_SYM), mine(T_SYM + 1), mine(sp.Integer(1))
+
+    def adjoint(node: sp.MatrixSymbol) -> sp.MatrixSymbol:
+        q = sym.info[node]
+        return sym(named[q.role], l, q.time, None, q.gate)
+
+    def is_named(node: sp.MatrixSymbol) -> bool:
+        return sym.info[node].role in named
+
+    def leaves(assigns: list) -> list[sp.MatrixSymbol]:
+        defined = {a.lhs for a in assigns}
+        found = set().union(*(a.rhs.free_symbols for a in assigns)) - defined
+        return sorted((x for x in found if isinstance(x, sp.MatrixSymbol) and x not in env), key=str)
+
+    local = dict(env)
+    for leaf in leaves(now + after) + [layer.upstream]:
+        local[leaf] = symbols(leaf)
+    actual = dict(local)
+    for a in now + after:
+        actual[a.lhs] = ev(a.rhs, actual)
+    for a in after:
+        if is_named(a.lhs):
+            local[adjoint(a.lhs)] = symbols(adjoint(a.lhs), "D")
+
+    def cut(assigns: list, values: dict, weights: dict, back: dict, actual: dict, free: dict | None = None) -> sp.Expr:
+        """Run `assigns`; a node in `free` takes its free value; a named node in `weights`
+        adds <weights[node], value> and is then a constant (back: constant -> its value)."""
+        total = sp.Integer(0)
+        for a in assigns:
+            if free and a.lhs in free:
+                values[a.lhs] = free[a.lhs]
+                continue
+            value = ev(a.rhs, values)
+            if a.lhs in weights:
+                total += _inner(weights[a.lhs], value)
+                const = symbols(a.lhs, "k")
+                back.update(zip(const, actual[a.lhs]))
+                value = const
+            values[a.lhs] = value
+        return total
+
+    pairs_delta: list = []
+    # the rule's named adjoints at t, evaluated in order (each may read the previous ones)
+    got = dict(local)
+    got.update({a.lhs: actual[a.lhs] for a in now + after})
+    for a in layer.delta:
+        got[a.lhs] = ev(a.rhs, got)
+    future = {a.lhs: local[adjoint(a.lhs)] for a in after if is_named(a.lhs)}
+    h_now = sym("hidden", l, T_SYM)
+    for a in now:
+        if not is_named(a.lhs):
+            continue
+        nu = symbols(a.lhs, "a")
+        values, back = dict(local), {}
+        cut(now, values, {}, back, actual, free={a.lhs: nu})
+        phi = _inner(local[layer.upstream], values[h_now]) + cut(after, values, future, back, actual)
+        back.update(zip(nu, actual[a.lhs]))
+        want = nu.applyfunc(lambda x: sp.diff(phi, x).xreplace(back))
+        mine_delta = [d for d in layer.delta if d.lhs == adjoint(a.lhs)]
+        pairs_delta.append((got[mine_delta[0].lhs] if len(mine_delta) == 1 else sp.zeros(*want.shape) + 1, want))
+    # the parameter uses at t, the gradient sent below, and h_0 (c_0) through step 1
+    pairs_uses: list = []
+    for assigns, time in ((now, T_SYM), (first, sp.Integer(1))):
+        values = dict(local)
+        for leaf in leaves(assigns):
+            values.setdefault(leaf, symbols(leaf))
+        weights = {a.lhs: symbols(adjoint(a.lhs), "d") for a in assigns if is_named(a.lhs)}
+        at = dict(values)
+        for a in assigns:
+            at[a.lhs] = ev(a.rhs, at)
+        at.update({adjoint(node): w for node, w in weights.items()})
+        back: dict = {}
+        psi = cut(assigns, values, weights, back, at)
+        derivative = lambda leaf: values[leaf].applyfunc(lambda x: sp.diff(psi, x).xreplace(back))
+        if time == T_SYM:
+            for p in (p for p in sym.params() if sym.info[p].layer == l):
+                want = derivative(p)
+                pairs_uses.append((ev(layer.uses[p], at) if p in layer.uses else sp.zeros(*want.shape), want))
+            below = sym("input", None, T_SYM) if l == 1 else sym("hidden", l - 1, T_SYM)
+            want = derivative(below)
+            pairs_uses.append((ev(layer.down, at) if layer.down is not None else sp.zeros(*want.shape), want))
+        else:
+            for role in sym.cell.STATE:
+                want = derivative(sym(role, l, sp.Integer(0)))
+                rule_0 = layer.initial.get(role)
+                pairs_uses.append((ev(rule_0, at) if rule_0 is not None else sp.zeros(*want.shape), want))
+    return pairs_delta, pairs_uses
+
+
 def step_rule_rows(spec: Spec) -> list[Row]:
     """The generic step rule at a symbolic t against sympy.diff through one step.
 
@@ -440,7 +605,11 @@ def step_rule_rows(spec: Spec) -> list[Row]:
     now, after = step(sym, T_SYM), step(sym, T_SYM + 1)
     first = step(sym, sp.Integer(1))
     pairs_delta, pairs_uses, pairs_out = [], [], []
-    for layer in rule.layers:
+    for layer in rule.layers if sym.cell.GATES else ():
+        got_delta, got_uses = _gated_layer_pairs(rule, layer, env, lambda e, vals: ev(e, vals, backend, sizes), symbols)
+        pairs_delta += got_delta
+        pairs_uses += got_uses
+    for layer in rule.layers if not sym.cell.GATES else ():
         l = layer.layer
         a_now = next(a for a in now if a.layer == l and sym.info[a.lhs].role == "pre_activation")
         a_next = next(a for a in after if a.layer == l and sym.info[a.lhs].role == "pre_activation")
@@ -484,7 +653,8 @@ def step_rule_rows(spec: Spec) -> list[Row]:
         psi1 = sum(local1[d1].multiply_elementwise(ev(a1.rhs, local1, backend, sizes)))
         pairs_uses.append((ev(rule.initial[l], local1, backend, sizes),
                            local1[h0].applyfunc(lambda x: sp.diff(psi1, x))))
-    # the output layer (or the top hidden state) and the loss term E_t
+    # the output layer (or the top hidden state) and the loss term E_t, its functions as written
+    backend = _scope(backend, None)
     unrolled = Unrolled(small_spec, sym, [T_SYM])
     scale = _scale(small_spec, at[bptt.BATCH], at[bptt.STEPS])
     local = dict(env)
@@ -638,9 +808,12 @@ def _module_inputs(d: bptt.Derivation, env: dict) -> tuple[dict, np.ndarray, lis
     params = {}
     for p in sym.params():
         q = sym.info[p]
-        params[sym.names.python(q.role, q.layer)] = env[p]
+        params[sym.names.python(q.role, q.layer, q.gate)] = env[p]
     xs = np.stack([env[sym("input", None, sp.Integer(k))].reshape(1, -1) for k in range(1, T + 1)])
-    h0 = [env[sym("hidden", l, sp.Integer(0))].reshape(1, -1) for l in range(1, spec.model.layers + 1)]
+    h0 = [tuple(env[sym(role, l, sp.Integer(0))].reshape(1, -1) for role in sym.cell.STATE)
+          for l in range(1, spec.model.layers + 1)]
+    if len(sym.cell.STATE) == 1:
+        h0 = [h for (h,) in h0]
     kind = spec.loss.kind
     values = [env[sym("upstream" if kind == "none" else "target", None, s)].reshape(-1) for s in d.unrolled.loss_steps]
     if kind == "cross_entropy":
@@ -658,11 +831,15 @@ def _module_grads(d: bptt.Derivation, grads: dict) -> dict:
     out = {}
     for p in sym.params():
         q = sym.info[p]
-        out[p] = np.asarray(grads[sym.names.python(q.role, q.layer)])
+        out[p] = np.asarray(grads[sym.names.python(q.role, q.layer, q.gate)])
     for k in range(1, spec.bptt.steps + 1):
         out[sym("input", None, sp.Integer(k))] = np.asarray(grads["xs"])[k - 1, 0]
     for l in range(1, spec.model.layers + 1):
-        out[sym("hidden", l, sp.Integer(0))] = np.asarray(grads["h0"][l - 1])[0]
+        pair = grads["h0"][l - 1] if len(sym.cell.STATE) > 1 else (grads["h0"][l - 1],)
+        if len(pair) != len(sym.cell.STATE):
+            raise ValueError(f"grads['h0'][{l - 1}]: expected one array per state {sym.cell.STATE}")
+        for role, value in zip(sym.cell.STATE, pair):
+            out[sym(role, l, sp.Integer(0))] = np.asarray(value)[0]
     return out
 
 
@@ -678,8 +855,7 @@ def _engine_all(d: bptt.Derivation, env: dict) -> dict:
 
 def _data_leaves(d: bptt.Derivation) -> list[sp.MatrixSymbol]:
     sym, spec = d.sym, d.spec
-    return [sym("input", None, sp.Integer(k)) for k in range(1, spec.bptt.steps + 1)] + \
-        [sym("hidden", l, sp.Integer(0)) for l in range(1, spec.model.layers + 1)]
+    return [sym("input", None, sp.Integer(k)) for k in range(1, spec.bptt.steps + 1)] + initial_states(sym)
 
 
 #: Central differences of x_t are taken at most at these steps (each costs a pass over T).
