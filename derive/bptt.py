@@ -433,3 +433,159 @@ def path_sums(spec: Spec, unrolled: Unrolled | None = None) -> dict[sp.MatrixSym
             state = {n: sp.MatAdd(*[sp.MatMul(J(l, n, k).T, state[l]) for l in range(n, L + 1) if l in state])
                      for n in range(1, L + 1) if any(l in state for l in range(n, L + 1))}
     return {p: (sp.MatAdd(*terms[p]) if terms[p] else sp.ZeroMatrix(*p.shape)) for p in sym.params()}
+
+
+# --------------------------------------------------------------------------- path sums of gated cells
+
+@dataclass
+class StepJacobians:
+    """One layer's step s_t = F(s_{t-1}, below_t, θ) scalar-expanded at the spec's sizes, and
+    its Jacobians by `sympy.Matrix.jacobian` (derived, never typed): the state s = (h, c) for
+    the LSTM, h for the GRU, entries in row-major order of each matrix."""
+
+    layer: int
+    #: the explicit matrix of fresh scalar symbols standing for each leaf of the step
+    leaves: dict[sp.MatrixSymbol, sp.Matrix]
+    state: sp.Matrix                        # ∂s_t/∂s_{t-1}
+    below: sp.Matrix                        # ∂s_t/∂below_t (x_t, or the layer below's h_t)
+    params: dict[sp.MatrixSymbol, sp.Matrix]   # ∂⁺s_t/∂θ: θ's own use at step t
+
+
+def step_jacobians(sym: Symbols, layer: int, backend) -> StepJacobians:
+    """The Jacobians of one layer's step at the symbolic t, the step's elementwise functions
+    applied by `backend` (a SymPy backend of `derive.evaluate`: σ and tanh as written, or
+    uninterpreted)."""
+    from derive.evaluate import evaluate
+    sizes = sym.sizes()
+    below = sym("input", None, t) if layer == 1 else sym("hidden", layer - 1, t)
+    assigns = sym.cell.step(sym, layer, t, below)
+    previous = [sym(role, layer, t - 1) for role in sym.cell.STATE]
+    params = [p for p in sym.params() if sym.info[p].layer == layer]
+    leaves = {}
+    for i, leaf in enumerate(previous + [below] + params):
+        rows, cols = (int(sp.sympify(d).xreplace(sizes)) for d in leaf.shape)
+        leaves[leaf] = sp.Matrix(rows, cols, lambda r, c, i=i: sp.Symbol(f"j{layer}_{i}_{r}_{c}", real=True))
+    values = dict(leaves)
+    for a in assigns:
+        values[a.lhs] = evaluate(a.rhs, values, backend, sizes)
+    vec = lambda m: sp.Matrix(list(m))
+    s_t = sp.Matrix.vstack(*[vec(values[sym(role, layer, t)]) for role in sym.cell.STATE])
+    s_prev = sp.Matrix.vstack(*[vec(leaves[x]) for x in previous])
+    return StepJacobians(layer, leaves, s_t.jacobian(s_prev), s_t.jacobian(vec(leaves[below])),
+                         {p: s_t.jacobian(vec(leaves[p])) for p in params})
+
+
+def gated_path_sums(spec: Spec, unrolled: Unrolled, values: dict, backend) -> dict:
+    """Form (b) for a gated cell, evaluated: dL/dθ = Σ_s Σ_k ∂E_s/∂s_s (Π_j ∂s_j/∂s_{j-1})
+    ∂⁺s_k/∂θ over the kept (s, k) pairs (`kept_steps`), with the stacked state's Jacobian
+    taken layer by layer within a step (the layer above reads h^l_k as its input).
+
+    `values` holds the forward pass (numbers, or SymPy matrices); `backend` is the
+    `derive.evaluate` backend that computed them. The Jacobians of each layer's step are
+    derived once with SymPy (`step_jacobians`), then read at every step k: compiled by
+    `lambdify` for numbers, substituted for symbols. The cost is O(T^2) Jacobian-vector
+    products: `derive check` runs it at small T.
+    """
+    import numpy as np
+    from derive.evaluate import NumPyBackend, SymPyBackend, evaluate
+    from derive.rules.activations import stable
+    sym, m = unrolled.sym, spec.model
+    L = m.layers
+    sizes = sym.sizes()
+    numeric = isinstance(backend, NumPyBackend)
+    jacobians = {l: step_jacobians(sym, l, SymPyBackend() if numeric else backend) for l in range(1, L + 1)}
+    flat = (lambda x: np.asarray(x, dtype=float).reshape(-1, 1)) if numeric else (lambda x: sp.Matrix(list(x)))
+    zeros = (lambda n: np.zeros((n, 1))) if numeric else (lambda n: sp.zeros(n, 1))
+
+    def reader(jac: StepJacobians):
+        """(J_state, J_below, {θ: J_θ}) at one step k, from the values of its leaves."""
+        pieces = [jac.state, jac.below, *jac.params.values()]
+        if numeric:
+            args = [x for leaf in jac.leaves.values() for x in leaf]
+            exprs = [stable(e) for piece in pieces for e in piece]
+            compiled = sp.lambdify(args, exprs, modules=[{"Max": np.maximum, "Heaviside": np.heaviside}, "numpy"])
+
+            def read(k_values: list) -> list:
+                out, flat_values = compiled(*[float(x) for v in k_values for x in np.ravel(v)]), []
+                at = 0
+                for piece in pieces:
+                    n = piece.rows * piece.cols
+                    flat_values.append(np.array(out[at:at + n], dtype=float).reshape(piece.shape))
+                    at += n
+                return flat_values
+        else:
+            def read(k_values: list) -> list:
+                table = {s: x for leaf, v in zip(jac.leaves.values(), k_values) for s, x in zip(leaf, sp.Matrix(v))}
+                return [piece.xreplace(table) for piece in pieces]
+        return read
+
+    readers = {l: reader(jac) for l, jac in jacobians.items()}
+    cache: dict[tuple[int, int], list] = {}
+
+    def at(l: int, k: int) -> list:
+        """Layer l's Jacobians at step k (each step is read once)."""
+        if (l, k) not in cache:
+            leaves = []
+            for leaf in jacobians[l].leaves:   # the leaf at the symbolic t, read at step k
+                q = sym.info[leaf]
+                when = None if q.time is None else q.time.xreplace({t: sp.Integer(k)})
+                leaves.append(values[sym(q.role, q.layer, when, q.age, q.gate)])
+            cache[(l, k)] = readers[l](leaves)
+        return cache[(l, k)]
+
+    n = {l: sum(int(sp.sympify(sym(role, l, t).shape[0] * sym(role, l, t).shape[1]).xreplace(sizes))
+                for role in sym.cell.STATE) for l in range(1, L + 1)}
+    h_size = {l: int(sp.sympify(sym("hidden", l, t).shape[0] * sym("hidden", l, t).shape[1]).xreplace(sizes))
+              for l in range(1, L + 1)}
+    hidden_first = sym.cell.STATE.index("hidden") == 0
+
+    def embed(l: int, g_h):
+        """A gradient on h^l as one on the state s^l = (h, c): zeros for c."""
+        rest = zeros(n[l] - h_size[l])
+        parts = [g_h, rest] if hidden_first else [rest, g_h]
+        if n[l] == h_size[l]:
+            return g_h
+        return np.vstack(parts) if numeric else sp.Matrix.vstack(*parts)
+
+    col = (lambda e: sp.Transpose(e)) if sym.row else (lambda e: e)
+    ev = lambda e: evaluate(e, values, backend, sizes)
+    params = {p: [] for p in sym.params()}
+    scale = loss_scale(spec)
+    for s in unrolled.loss_steps:
+        s = int(s)
+        node, rule = output_rule(unrolled, sp.Integer(s), scale)
+        if m.output_size:
+            V = col(sym("output_weight", L + 1))
+            g_top = ev(sp.MatMul(V.T, col(rule)))
+            params[sym("output_weight", L + 1)].append(ev(col(sp.MatMul(col(rule), col(sym("hidden", L, s)).T))))
+            if m.bias:
+                params[sym("output_bias", L + 1)].append(ev(rule))
+        else:
+            g_top = ev(col(rule))
+        state = {L: embed(L, flat(g_top))}   # the adjoint of s^l_k from E_s alone
+        first = kept_steps(spec, s).start
+        for k in range(s, first - 1, -1):
+            total = {}
+            for l in range(L, 0, -1):   # within step k, from the top layer down
+                parts = [state[l]] if l in state else []
+                if l < L and (l + 1) in total:
+                    parts.append(embed(l, at(l + 1, k)[1].T @ total[l + 1] if numeric
+                                       else at(l + 1, k)[1].T * total[l + 1]))
+                if parts:
+                    total[l] = parts[0] if len(parts) == 1 else parts[0] + parts[1]
+            for l, g in total.items():
+                for p, J in zip(jacobians[l].params, at(l, k)[2:]):
+                    contribution = J.T @ g if numeric else J.T * g
+                    params[p].append(contribution.reshape(jacobians[l].leaves[p].shape) if numeric
+                                     else contribution.reshape(*jacobians[l].leaves[p].shape))
+            if k - 1 < first:
+                break
+            state = {l: (at(l, k)[0].T @ g if numeric else at(l, k)[0].T * g) for l, g in total.items()}
+    out = {}
+    for p, terms in params.items():
+        shape = tuple(int(sp.sympify(d).xreplace(sizes)) for d in p.shape)
+        if numeric:
+            out[p] = sum(terms, np.zeros(shape))
+        else:
+            out[p] = sum(terms, sp.zeros(*shape))
+    return out

@@ -255,6 +255,8 @@ def form_a_all(d: bptt.Derivation, env: dict, backend: Any) -> tuple[dict, dict]
 
 def form_b(d: bptt.Derivation, env: dict, backend: Any) -> dict:
     env = run_forward(d.unrolled, env, backend)
+    if d.sym.cell.GATES:   # the cell's Jacobians derived with SymPy, read at every step
+        return bptt.gated_path_sums(d.spec, d.unrolled, env, backend)
     sums = bptt.path_sums(d.spec, d.unrolled)
     return {p: evaluate(e, env, backend, d.sym.sizes()) for p, e in sums.items()}
 
@@ -368,6 +370,17 @@ def atomize(expr: sp.Expr, table: dict) -> sp.Expr:
     """
     if expr.is_Atom:
         return expr
+    done = table.setdefault(_ATOMIZED, {})   # the trees share subtrees: each is atomized once
+    if expr in done:
+        return done[expr]
+    done[expr] = out = _atomize(expr, table)
+    return out
+
+
+_ATOMIZED = sp.Dummy("atomized")
+
+
+def _atomize(expr: sp.Expr, table: dict) -> sp.Expr:
     args = [atomize(a, table) for a in expr.args]
 
     def atom(key: sp.Expr) -> sp.Symbol:
@@ -387,8 +400,57 @@ def atomize(expr: sp.Expr, table: dict) -> sp.Expr:
     return expr.func(*args)
 
 
+class _Division(Exception):
+    """The expression has a denominator: it is decided as a rational function instead."""
+
+
+def _polynomial(expr: sp.Expr, gens: dict, one: Any, divide: bool) -> Any:
+    """`expr` as an element of a polynomial ring (or, with `divide`, its field of
+    fractions), built node by node: sparse polynomial arithmetic, where `Expr.expand` of
+    the same products takes minutes."""
+    memo: dict = {}
+
+    def go(e: sp.Expr) -> Any:
+        if e in memo:
+            return memo[e]
+        if e.is_Symbol:
+            out = gens[e]
+        elif e.is_Rational:
+            out = one * e
+        elif e.is_Add:
+            out = sum((go(a) for a in e.args), one * 0)
+        elif e.is_Mul:
+            out = one
+            for a in e.args:
+                out = out * go(a)
+        elif e.is_Pow and e.exp.is_Integer:
+            if e.exp < 0 and not divide:
+                raise _Division
+            base = go(e.base)
+            out = base ** int(e.exp) if e.exp >= 0 else one / base ** int(-e.exp)
+        else:
+            raise TypeError(f"not a rational function of symbols: {type(e).__name__}")
+        memo[e] = out
+        return out
+
+    return go(expr)
+
+
 def is_zero(expr: sp.Expr, table: dict) -> bool:
-    return sp.cancel(sp.together(atomize(sp.sympify(expr), table))) == 0
+    """Whether `expr` is identically 0: each function application is an atom, and the rest
+    is a rational function of the atoms and symbols, decided by exact sparse arithmetic over QQ."""
+    expr = atomize(sp.sympify(expr), table)
+    symbols = sorted(expr.free_symbols, key=sp.default_sort_key)
+    if not symbols:
+        return sp.simplify(expr) == 0
+    try:
+        ring = sp.polys.rings.ring(symbols, sp.QQ)
+        return _polynomial(expr, dict(zip(symbols, ring[1:])), ring[0].one, False) == 0
+    except _Division:
+        field = sp.polys.fields.field(symbols, sp.QQ)
+        return _polynomial(expr, dict(zip(symbols, field[1:])), field[0].one, True) == 0
+    except TypeError:
+        return sp.cancel(sp.together(expr)) == 0
 
 
 def _residual(pairs: list[tuple[Any, Any]]) -> tuple[int, int]:
