@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import sympy as sp
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
@@ -438,41 +438,34 @@ def path_sums(spec: Spec, unrolled: Unrolled | None = None) -> dict[sp.MatrixSym
 # --------------------------------------------------------------------------- path sums of gated cells
 
 @dataclass
-class StepJacobians:
-    """One layer's step s_t = F(s_{t-1}, below_t, θ) scalar-expanded at the spec's sizes, and
-    its Jacobians by `sympy.Matrix.jacobian` (derived, never typed): the state s = (h, c) for
-    the LSTM, h for the GRU, entries in row-major order of each matrix."""
+class LocalJacobian:
+    """One assignment of a step, `lhs = rhs(args)`, scalar-expanded on fresh symbols at the
+    spec's sizes, and its Jacobian with respect to each argument by `sympy.Matrix.jacobian`
+    (entries in row-major order of each matrix)."""
 
-    layer: int
-    #: the explicit matrix of fresh scalar symbols standing for each leaf of the step
-    leaves: dict[sp.MatrixSymbol, sp.Matrix]
-    state: sp.Matrix                        # ∂s_t/∂s_{t-1}
-    below: sp.Matrix                        # ∂s_t/∂below_t (x_t, or the layer below's h_t)
-    params: dict[sp.MatrixSymbol, sp.Matrix]   # ∂⁺s_t/∂θ: θ's own use at step t
+    lhs: sp.MatrixSymbol
+    fresh: dict[sp.MatrixSymbol, sp.Matrix]     # argument -> its matrix of fresh symbols
+    jacobians: dict[sp.MatrixSymbol, sp.Matrix]  # argument -> ∂vec(lhs)/∂vec(argument)
 
 
-def step_jacobians(sym: Symbols, layer: int, backend) -> StepJacobians:
-    """The Jacobians of one layer's step at the symbolic t, the step's elementwise functions
-    applied by `backend` (a SymPy backend of `derive.evaluate`: σ and tanh as written, or
-    uninterpreted)."""
+def step_jacobians(sym: Symbols, layer: int, backend) -> list[LocalJacobian]:
+    """The Jacobians of one layer's step at the symbolic t, one per assignment, derived (never
+    typed) with the step's elementwise functions applied by `backend` (a SymPy backend of
+    `derive.evaluate`: σ and tanh as written, or uninterpreted). Composed in order they give
+    ∂s_t/∂s_{t-1}, ∂s_t/∂below_t and ∂⁺s_t/∂θ (`gated_path_sums`)."""
     from derive.evaluate import evaluate
     sizes = sym.sizes()
     below = sym("input", None, t) if layer == 1 else sym("hidden", layer - 1, t)
-    assigns = sym.cell.step(sym, layer, t, below)
-    previous = [sym(role, layer, t - 1) for role in sym.cell.STATE]
-    params = [p for p in sym.params() if sym.info[p].layer == layer]
-    leaves = {}
-    for i, leaf in enumerate(previous + [below] + params):
-        rows, cols = (int(sp.sympify(d).xreplace(sizes)) for d in leaf.shape)
-        leaves[leaf] = sp.Matrix(rows, cols, lambda r, c, i=i: sp.Symbol(f"j{layer}_{i}_{r}_{c}", real=True))
-    values = dict(leaves)
-    for a in assigns:
-        values[a.lhs] = evaluate(a.rhs, values, backend, sizes)
-    vec = lambda m: sp.Matrix(list(m))
-    s_t = sp.Matrix.vstack(*[vec(values[sym(role, layer, t)]) for role in sym.cell.STATE])
-    s_prev = sp.Matrix.vstack(*[vec(leaves[x]) for x in previous])
-    return StepJacobians(layer, leaves, s_t.jacobian(s_prev), s_t.jacobian(vec(leaves[below])),
-                         {p: s_t.jacobian(vec(leaves[p])) for p in params})
+    out = []
+    for i, a in enumerate(sym.cell.step(sym, layer, t, below)):
+        args = sorted((x for x in a.rhs.free_symbols if isinstance(x, sp.MatrixSymbol)), key=str)
+        fresh = {}
+        for j, arg in enumerate(args):
+            rows, cols = (int(sp.sympify(d).xreplace(sizes)) for d in arg.shape)
+            fresh[arg] = sp.Matrix(rows, cols, lambda r, c, j=j: sp.Symbol(f"j{layer}_{i}_{j}_{r}_{c}", real=True))
+        value = sp.Matrix(list(evaluate(a.rhs, fresh, backend, sizes)))
+        out.append(LocalJacobian(a.lhs, fresh, {arg: value.jacobian(list(m)) for arg, m in fresh.items()}))
+    return out
 
 
 def gated_path_sums(spec: Spec, unrolled: Unrolled, values: dict, backend) -> dict:
@@ -493,45 +486,74 @@ def gated_path_sums(spec: Spec, unrolled: Unrolled, values: dict, backend) -> di
     L = m.layers
     sizes = sym.sizes()
     numeric = isinstance(backend, NumPyBackend)
-    jacobians = {l: step_jacobians(sym, l, SymPyBackend() if numeric else backend) for l in range(1, L + 1)}
+    steps = {l: step_jacobians(sym, l, SymPyBackend() if numeric else backend) for l in range(1, L + 1)}
     flat = (lambda x: np.asarray(x, dtype=float).reshape(-1, 1)) if numeric else (lambda x: sp.Matrix(list(x)))
     zeros = (lambda n: np.zeros((n, 1))) if numeric else (lambda n: sp.zeros(n, 1))
+    dot = (lambda a, b: a @ b) if numeric else (lambda a, b: a * b)
 
-    def reader(jac: StepJacobians):
-        """(J_state, J_below, {θ: J_θ}) at one step k, from the values of its leaves."""
-        pieces = [jac.state, jac.below, *jac.params.values()]
+    def reader(local: LocalJacobian):
+        """The local Jacobians at one step, from the values of the assignment's arguments."""
         if numeric:
-            args = [x for leaf in jac.leaves.values() for x in leaf]
+            args = [x for m in local.fresh.values() for x in m]
+            pieces = list(local.jacobians.values())
             exprs = [stable(e) for piece in pieces for e in piece]
             compiled = sp.lambdify(args, exprs, modules=[{"Max": np.maximum, "Heaviside": np.heaviside}, "numpy"])
 
-            def read(k_values: list) -> list:
-                out, flat_values = compiled(*[float(x) for v in k_values for x in np.ravel(v)]), []
-                at = 0
+            def read(arg_values: list) -> list:
+                out = compiled(*[float(x) for v in arg_values for x in np.ravel(v)])
+                got, at = [], 0
                 for piece in pieces:
-                    n = piece.rows * piece.cols
-                    flat_values.append(np.array(out[at:at + n], dtype=float).reshape(piece.shape))
-                    at += n
-                return flat_values
+                    size = piece.rows * piece.cols
+                    got.append(np.array(out[at:at + size], dtype=float).reshape(piece.shape))
+                    at += size
+                return got
         else:
-            def read(k_values: list) -> list:
-                table = {s: x for leaf, v in zip(jac.leaves.values(), k_values) for s, x in zip(leaf, sp.Matrix(v))}
-                return [piece.xreplace(table) for piece in pieces]
+            def read(arg_values: list) -> list:
+                table = {x: y for m, v in zip(local.fresh.values(), arg_values) for x, y in zip(m, sp.Matrix(v))}
+                return [piece.xreplace(table) for piece in local.jacobians.values()]
         return read
 
-    readers = {l: reader(jac) for l, jac in jacobians.items()}
+    readers = {(l, i): reader(local) for l, locals_ in steps.items() for i, local in enumerate(locals_)}
     cache: dict[tuple[int, int], list] = {}
 
+    def at_step(x: sp.MatrixSymbol, k: int) -> sp.MatrixSymbol:
+        """The symbol of the step rule's t read at step k."""
+        q = sym.info[x]
+        return sym(q.role, q.layer, None if q.time is None else q.time.xreplace({t: sp.Integer(k)}), q.age, q.gate)
+
     def at(l: int, k: int) -> list:
-        """Layer l's Jacobians at step k (each step is read once)."""
+        """Layer l's step k: [∂s_k/∂s_{k-1}, ∂s_k/∂below_k, ∂⁺s_k/∂θ for each θ], composing
+        the local Jacobians in forward order (each step is read once)."""
         if (l, k) not in cache:
-            leaves = []
-            for leaf in jacobians[l].leaves:   # the leaf at the symbolic t, read at step k
-                q = sym.info[leaf]
-                when = None if q.time is None else q.time.xreplace({t: sp.Integer(k)})
-                leaves.append(values[sym(q.role, q.layer, when, q.age, q.gate)])
-            cache[(l, k)] = readers[l](leaves)
+            below = sym("input", None, t) if l == 1 else sym("hidden", l - 1, t)
+            previous = [sym(role, l, t - 1) for role in sym.cell.STATE]
+            params = [p for p in sym.params() if sym.info[p].layer == l]
+            size = lambda x: int(sp.sympify(x.shape[0] * x.shape[1]).xreplace(sizes))
+            eye = (lambda n: np.eye(n)) if numeric else sp.eye
+            # d[node][leaf] = ∂vec(node)/∂vec(leaf), for the leaves s_{k-1}, below_k and θ
+            d = {x: {x: eye(size(x))} for x in previous + [below] + params}
+            for i, local in enumerate(steps[l]):
+                local_values = readers[(l, i)]([values[at_step(arg, k)] for arg in local.fresh])
+                row: dict = {}
+                for arg, J in zip(local.fresh, local_values):
+                    for leaf, D in d.get(arg, {}).items():
+                        term = dot(J, D)
+                        row[leaf] = row[leaf] + term if leaf in row else term
+                d[local.lhs] = row
+            state = [sym(role, l, t) for role in sym.cell.STATE]
+
+            def block(leaf: sp.MatrixSymbol) -> Any:
+                none = (lambda r, c: np.zeros((r, c))) if numeric else sp.zeros
+                parts = [d[x].get(leaf, none(size(x), size(leaf))) for x in state]
+                return np.vstack(parts) if numeric else sp.Matrix.vstack(*parts)
+
+            whole = [block(x) for x in previous]
+            cache[(l, k)] = [np.hstack(whole) if numeric else sp.Matrix.hstack(*whole), block(below),
+                             *[block(p) for p in params]]
         return cache[(l, k)]
+
+    shapes = {p: tuple(int(sp.sympify(e).xreplace(sizes)) for e in p.shape) for p in sym.params()}
+    layer_params = {l: [p for p in sym.params() if sym.info[p].layer == l] for l in range(1, L + 1)}
 
     n = {l: sum(int(sp.sympify(sym(role, l, t).shape[0] * sym(role, l, t).shape[1]).xreplace(sizes))
                 for role in sym.cell.STATE) for l in range(1, L + 1)}
@@ -569,18 +591,16 @@ def gated_path_sums(spec: Spec, unrolled: Unrolled, values: dict, backend) -> di
             for l in range(L, 0, -1):   # within step k, from the top layer down
                 parts = [state[l]] if l in state else []
                 if l < L and (l + 1) in total:
-                    parts.append(embed(l, at(l + 1, k)[1].T @ total[l + 1] if numeric
-                                       else at(l + 1, k)[1].T * total[l + 1]))
+                    parts.append(embed(l, dot(at(l + 1, k)[1].T, total[l + 1])))
                 if parts:
                     total[l] = parts[0] if len(parts) == 1 else parts[0] + parts[1]
             for l, g in total.items():
-                for p, J in zip(jacobians[l].params, at(l, k)[2:]):
-                    contribution = J.T @ g if numeric else J.T * g
-                    params[p].append(contribution.reshape(jacobians[l].leaves[p].shape) if numeric
-                                     else contribution.reshape(*jacobians[l].leaves[p].shape))
+                for p, J in zip(layer_params[l], at(l, k)[2:]):
+                    contribution = dot(J.T, g)
+                    params[p].append(contribution.reshape(shapes[p]) if numeric else contribution.reshape(*shapes[p]))
             if k - 1 < first:
                 break
-            state = {l: (at(l, k)[0].T @ g if numeric else at(l, k)[0].T * g) for l, g in total.items()}
+            state = {l: dot(at(l, k)[0].T, g) for l, g in total.items()}
     out = {}
     for p, terms in params.items():
         shape = tuple(int(sp.sympify(d).xreplace(sizes)) for d in p.shape)
