@@ -448,6 +448,13 @@ class LocalJacobian:
     jacobians: dict[sp.MatrixSymbol, sp.Matrix]  # argument -> ∂vec(lhs)/∂vec(argument)
 
 
+def _jacobian(entries: list[sp.Expr], wrt: list[sp.Symbol]) -> sp.Matrix:
+    """`sympy.Matrix.jacobian`, calling `sympy.diff` only where the entry has the symbol (a
+    pre-activation's entry i reads row i of each weight: most entries are 0)."""
+    free = [e.free_symbols for e in entries]
+    return sp.Matrix(len(entries), len(wrt), lambda i, j: sp.diff(entries[i], wrt[j]) if wrt[j] in free[i] else 0)
+
+
 def step_jacobians(sym: Symbols, layer: int, backend) -> list[LocalJacobian]:
     """The Jacobians of one layer's step at the symbolic t, one per assignment, derived (never
     typed) with the step's elementwise functions applied by `backend` (a SymPy backend of
@@ -463,8 +470,8 @@ def step_jacobians(sym: Symbols, layer: int, backend) -> list[LocalJacobian]:
         for j, arg in enumerate(args):
             rows, cols = (int(sp.sympify(d).xreplace(sizes)) for d in arg.shape)
             fresh[arg] = sp.Matrix(rows, cols, lambda r, c, j=j: sp.Symbol(f"j{layer}_{i}_{j}_{r}_{c}", real=True))
-        value = sp.Matrix(list(evaluate(a.rhs, fresh, backend, sizes)))
-        out.append(LocalJacobian(a.lhs, fresh, {arg: value.jacobian(list(m)) for arg, m in fresh.items()}))
+        value = list(evaluate(a.rhs, fresh, backend, sizes))
+        out.append(LocalJacobian(a.lhs, fresh, {arg: _jacobian(value, list(m)) for arg, m in fresh.items()}))
     return out
 
 

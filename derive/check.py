@@ -47,10 +47,16 @@ EXACT_SIZE = 2
 UNROLL_SIZE = 1
 #: The full unrolling is proven exactly up to this many steps (the step rule covers any T).
 EXACT_STEPS = 3
+#: ... and for gated cells (an LSTM's step reads h_{t-1} four times: the expanded loss grows
+#: about 5x per step); T = 2 already carries every adjoint of step t+1 into step t.
+EXACT_STEPS_GATED = 2
 #: Numeric checks run at the spec's sizes up to this; larger sizes are reduced to it.
 NUMERIC_CAP = 8
 #: The path sums have O(T^2) terms: the numeric (a)-vs-(b) row runs at most this many steps.
 PATH_SUM_STEPS = 10
+#: A gated cell's path sums read Jacobians derived with SymPy entry by entry: the numeric
+#: (a)-vs-(b) row runs at sizes at most this (the structure is the spec's).
+PATH_SUM_SIZE_GATED = 4
 #: Numeric tolerances, relative to max(1, max |reference|).
 RTOL_FORMS = 1e-10
 RTOL_FD = 1e-6
@@ -133,6 +139,11 @@ class GenericBackend(SymPyBackend):
         if self.cell and function in self.forward:
             return x.applyfunc(self.forward[function][0])
         return super().apply(function, x)
+
+
+def generic_text(spec: Spec) -> str:
+    """What the exact rows leave uninterpreted, as the rows say it."""
+    return "sigma, tanh generic" if CELLS[spec.model.cell].GATES else "f generic"
 
 
 def generic(spec: Spec) -> bool:
@@ -754,10 +765,11 @@ def step_rule_rows(spec: Spec) -> list[Row]:
         e_t = ev(LOSSES[unrolled.spec.loss.kind].value(unrolled.at(T_SYM)), local, backend, sizes)[0, 0]
         pairs_out.append((ev(rule.top_upstream, local, backend, sizes),
                           eta.applyfunc(lambda x: scale * sp.diff(e_t, x))))
-    where = f"symbolic t, f generic, {sizes_text(small_spec)}" if generic(small_spec) else \
+    initial = ", ".join(f"{'h' if role == 'hidden' else 'c'}_0" for role in sym.cell.STATE)
+    where = f"symbolic t, {generic_text(small_spec)}, {sizes_text(small_spec)}" if generic(small_spec) else \
         f"symbolic t, {sizes_text(small_spec)}"
     return [_exact_row(f"step rule delta_t vs sympy.diff of one step ({where})", pairs_delta),
-            _exact_row("step rule: parameter uses, gradient below, h_0 vs sympy.diff", pairs_uses),
+            _exact_row(f"step rule: parameter uses, gradient below, {initial} vs sympy.diff", pairs_uses),
             _exact_row("output rule vs scale * sympy.diff of E_t", pairs_out)]
 
 
@@ -777,7 +789,7 @@ def exact(spec: Spec, steps: int | None = EXACT_STEPS, with_path_sums: bool = Tr
     env = symbolic_env(d.unrolled)
     backend = _backend(small_spec)
     c = form_c(d, env, backend)
-    where = f"T = {small_spec.bptt.steps}, {sizes_text(small_spec)}" + (", f generic" if generic(small_spec) else "")
+    where = f"T = {small_spec.bptt.steps}, {sizes_text(small_spec)}" + (f", {generic_text(small_spec)}" if generic(small_spec) else "")
     if small_spec.bptt.truncate:
         where += f", truncate {small_spec.bptt.truncate}"
     if linear_loss:
@@ -995,7 +1007,9 @@ def report(spec: Spec, *, quick: bool = False, exact_steps: int | None = None, s
     m, b = spec.model, spec.bptt
     nspec = numeric_spec(spec)
     reduced = nspec.model != m
-    unroll_steps = 0 if quick else min(b.steps, EXACT_STEPS if exact_steps is None else exact_steps)
+    gated = bool(CELLS[m.cell].GATES)
+    default_steps = EXACT_STEPS_GATED if gated else EXACT_STEPS
+    unroll_steps = 0 if quick else min(b.steps, default_steps if exact_steps is None else exact_steps)
     print(f"derive check: {spec.name}, T = {b.steps}, {sizes_text(spec)}, seed {seed}", file=out)
     extra = [f"activation {m.activation}", f"loss {spec.loss.kind} ({spec.loss.at}, {spec.loss.reduction})",
              f"layout {spec.layout}"]
@@ -1010,8 +1024,9 @@ def report(spec: Spec, *, quick: bool = False, exact_steps: int | None = None, s
         print("  exact rows: skipped (--quick)", file=out)
     else:
         steps_text = f"full unrolling at T = {unroll_steps}" if unroll_steps else "full unrolling skipped (--exact-steps 0)"
-        print(f"  exact rows: SymPy, tolerance 'exact' (the difference is identically 0); hidden activation an "
-              f"uninterpreted f; step rule at symbolic t, sizes at most {EXACT_SIZE}; {steps_text}, "
+        functions = ("the cell's sigma and tanh uninterpreted functions s, f" if gated
+                     else "hidden activation an uninterpreted f")
+        print(f"  exact rows: SymPy, tolerance 'exact' (the difference is identically 0); {functions}; step rule at symbolic t, sizes at most {EXACT_SIZE}; {steps_text}, "
               f"sizes at most {UNROLL_SIZE}", file=out)
     sizes_note = (f"reduced to {sizes_text(nspec)} (sizes above {NUMERIC_CAP} are capped, same structure)"
                   if reduced else "at the spec's sizes")
@@ -1028,14 +1043,19 @@ def report(spec: Spec, *, quick: bool = False, exact_steps: int | None = None, s
             progress(f"full unrolling at T = {unroll_steps}")
             rows += exact(spec, unroll_steps, with_path_sums=False, linear_loss=True)
     progress("numeric forms")
-    long = b.steps > PATH_SUM_STEPS
-    numeric_rows = numeric(nspec, seed, path_sums=not long)
-    if long:   # (b) has O(T^2) terms: compare it at PATH_SUM_STEPS steps
+    short, where = nspec, []
+    if b.steps > PATH_SUM_STEPS:   # (b) has O(T^2) terms: compare it at PATH_SUM_STEPS steps
         short = nspec.with_steps(PATH_SUM_STEPS)
         if short.bptt.truncate >= PATH_SUM_STEPS:
             short = dataclasses.replace(short, bptt=dataclasses.replace(short.bptt, truncate=0))
+        where.append(f"at T = {PATH_SUM_STEPS}")
+    if gated and numeric_spec(short, PATH_SUM_SIZE_GATED).model != short.model:
+        short = numeric_spec(short, PATH_SUM_SIZE_GATED)
+        where.append(f"sizes at most {PATH_SUM_SIZE_GATED}")
+    numeric_rows = numeric(nspec, seed, path_sums=not where)
+    if where:
         numeric_rows.insert(0, dataclasses.replace(numeric(short, seed, path_sums_only=True)[0],
-                                                   form=f"(a) delta recursion vs (b) path sums at T = {PATH_SUM_STEPS}"))
+                                                   form="(a) delta recursion vs (b) path sums " + ", ".join(where)))
     rows += numeric_rows
     progress("generated module")
     rows += module_rows(nspec, seed)
