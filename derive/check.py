@@ -411,34 +411,37 @@ def _atomize(expr: sp.Expr, table: dict) -> sp.Expr:
     return expr.func(*args)
 
 
-class _Division(Exception):
-    """The expression has a denominator: it is decided as a rational function instead."""
-
-
-def _polynomial(expr: sp.Expr, gens: dict, one: Any, divide: bool) -> Any:
-    """`expr` as an element of a polynomial ring (or, with `divide`, its field of
-    fractions), built node by node: sparse polynomial arithmetic, where `Expr.expand` of
-    the same products takes minutes."""
+def _fraction(expr: sp.Expr, gens: dict, one: Any) -> tuple[Any, Any]:
+    """`expr` as (numerator, denominator) in a polynomial ring over QQ, built node by node
+    with sparse polynomial arithmetic (where `Expr.expand` of the same products takes
+    minutes) and without cancelling: `expr` is identically 0 exactly when the numerator is."""
     memo: dict = {}
 
-    def go(e: sp.Expr) -> Any:
+    def add(x: tuple, y: tuple) -> tuple:
+        if x[1] == y[1]:
+            return x[0] + y[0], x[1]
+        return x[0] * y[1] + y[0] * x[1], x[1] * y[1]
+
+    def go(e: sp.Expr) -> tuple:
         if e in memo:
             return memo[e]
         if e.is_Symbol:
-            out = gens[e]
+            out = gens[e], one
         elif e.is_Rational:
-            out = one * e
+            out = one * e.p, one * e.q
         elif e.is_Add:
-            out = sum((go(a) for a in e.args), one * 0)
+            out = go(e.args[0])
+            for a in e.args[1:]:
+                out = add(out, go(a))
         elif e.is_Mul:
-            out = one
+            out = one, one
             for a in e.args:
-                out = out * go(a)
+                x = go(a)
+                out = out[0] * x[0], out[1] * x[1]
         elif e.is_Pow and e.exp.is_Integer:
-            if e.exp < 0 and not divide:
-                raise _Division
-            base = go(e.base)
-            out = base ** int(e.exp) if e.exp >= 0 else one / base ** int(-e.exp)
+            x = go(e.base)
+            n = int(e.exp)
+            out = (x[0] ** n, x[1] ** n) if n >= 0 else (x[1] ** -n, x[0] ** -n)
         else:
             raise TypeError(f"not a rational function of symbols: {type(e).__name__}")
         memo[e] = out
@@ -454,14 +457,14 @@ def is_zero(expr: sp.Expr, table: dict) -> bool:
     symbols = sorted(expr.free_symbols, key=sp.default_sort_key)
     if not symbols:
         return sp.simplify(expr) == 0
+    ring = sp.polys.rings.ring(symbols, sp.QQ)
     try:
-        ring = sp.polys.rings.ring(symbols, sp.QQ)
-        return _polynomial(expr, dict(zip(symbols, ring[1:])), ring[0].one, False) == 0
-    except _Division:
-        field = sp.polys.fields.field(symbols, sp.QQ)
-        return _polynomial(expr, dict(zip(symbols, field[1:])), field[0].one, True) == 0
+        numerator, denominator = _fraction(expr, dict(zip(symbols, ring[1:])), ring[0].one)
     except TypeError:
         return sp.cancel(sp.together(expr)) == 0
+    if denominator == 0:
+        raise ZeroDivisionError(f"a denominator of {expr} is identically 0")
+    return numerator == 0
 
 
 def _residual(pairs: list[tuple[Any, Any]]) -> tuple[int, int]:
@@ -773,14 +776,21 @@ def step_rule_rows(spec: Spec) -> list[Row]:
             _exact_row("output rule vs scale * sympy.diff of E_t", pairs_out)]
 
 
-def exact(spec: Spec, steps: int | None = EXACT_STEPS, with_path_sums: bool = True,
+#: `exact`'s default number of steps: EXACT_STEPS, or EXACT_STEPS_GATED for a gated cell.
+DEFAULT_STEPS = -1
+
+
+def exact(spec: Spec, steps: int | None = DEFAULT_STEPS, with_path_sums: bool = True,
           linear_loss: bool = False) -> list[Row]:
     """Full unrolling: (a) - (c) (and (b) - (c)) are identically 0 with symbolic entries, at
-    UNROLL_SIZE and at most `steps` steps (None: the spec's own T). `derive check` leaves
+    UNROLL_SIZE and at most `steps` steps (None: the spec's own T; by default EXACT_STEPS, or
+    EXACT_STEPS_GATED for a gated cell). `derive check` leaves
     (b) to the numeric rows: its exact row doubles the cost and proves nothing the step
     rule and (a) do not. With `linear_loss` the loss is E_t = <g_t, z_t> on the logits (the
     output and loss rules are the step rule's output row): the unrolling then checks how
     the steps connect, in polynomial algebra."""
+    if steps == DEFAULT_STEPS:
+        steps = EXACT_STEPS_GATED if CELLS[spec.model.cell].GATES else EXACT_STEPS
     small_spec = exact_spec(spec, steps, UNROLL_SIZE)
     if linear_loss:
         model = dataclasses.replace(small_spec.model, output_activation="identity")
@@ -956,12 +966,26 @@ def module_rows(spec: Spec, seed: int = 0) -> list[Row]:
     env = numeric_env(d.unrolled, np.random.default_rng(seed + 1))
     params, xs, h0, targets = _module_inputs(d, env)
     params = {k: v.reshape(mod.PARAMS[k]["shape"]) for k, v in params.items()}
-    loss, grads = mod.loss_and_grads(params, xs, targets, h0=h0)
+    gated = bool(d.sym.cell.GATES)
+    if gated:   # the state the module hands on: h_final, (h, c) pairs for the LSTM
+        loss, grads, h_final = mod.loss_and_grads(params, xs, targets, h0=h0, return_state=True)
+    else:
+        loss, grads = mod.loss_and_grads(params, xs, targets, h0=h0)
     got = _module_grads(d, grads)
     # the loss value: frozen copies equal to the live values give the plain loss
     engine_loss = float(windowed_loss(d, env, NumPyBackend(), {}, {}))
-    rows.append(_row("module loss_and_grads: loss vs the forward pass", {"L": np.array(float(loss))},
-                     {"L": np.array(engine_loss)}, RTOL_FORMS))
+    got_value, want_value = {"L": np.array(float(loss))}, {"L": np.array(engine_loss)}
+    what = "loss"
+    if gated:
+        final = run_forward(d.unrolled, env, NumPyBackend())
+        states = d.sym.cell.STATE
+        for l in range(1, spec.model.layers + 1):
+            pair = h_final[l - 1] if len(states) > 1 else (h_final[l - 1],)
+            for role, value in zip(states, pair):
+                key = d.sym(role, l, sp.Integer(spec.bptt.steps))
+                got_value[key], want_value[key] = np.asarray(value).reshape(-1), final[key].reshape(-1)
+        what = "loss, h_final (h, c)" if len(states) > 1 else "loss, h_final"
+    rows.append(_row(f"module loss_and_grads: {what} vs the forward pass", got_value, want_value, RTOL_FORMS))
     rows.append(_row("module loss_and_grads vs (a) delta recursion", got, _engine_all(d, env), RTOL_FORMS))
     rows.append(_row("module loss_and_grads vs central differences", got, _fd_all(d, env), RTOL_FD))
     # backward with a random upstream on the top hidden states
