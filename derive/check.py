@@ -1,18 +1,26 @@
 """`derive check`: the proofs and the numeric checks that the gradients are right.
 
-Exact rows (SymPy, at reduced sizes, with the hidden activation an uninterpreted f):
+Exact rows (SymPy, at reduced sizes, with the hidden activation an uninterpreted f; for
+LSTM and GRU cells the gates' σ and the tanh of the candidate and cell output are the
+uninterpreted s and f):
 
 * the activation table: for every row, the slope written through the output equals f'
   (relu on each side of 0; f'(0) is taken as 0);
 * the generic step rule at a symbolic t: given delta_{t+1} and the upstream gradient, the
   delta_t, the parameter uses and the gradient sent down that the rule gives equal
-  `sympy.diff` through one step; the output rule equals the derivative of E_t;
-* at small T (at most `EXACT_STEPS`, or `--exact-steps N`), the full unrolling: (a) the
-  delta recursion and (b) the path sums equal (c) `sympy.diff` of the unrolled loss.
+  `sympy.diff` through one step; the output rule equals the derivative of E_t; for a gated
+  cell every named adjoint (each gate's delta, delta^c, delta^h) given every named adjoint
+  of step t+1, and the h_0 and c_0 rules (`_gated_layer_pairs`);
+* at small T (at most `EXACT_STEPS`, `EXACT_STEPS_GATED` for gated cells, or
+  `--exact-steps N`), the full unrolling: (a) the delta recursion and (b) the path sums
+  equal (c) `sympy.diff` of the unrolled loss.
 
 Numeric rows (float64, at the spec's sizes, or reduced above `NUMERIC_CAP`): (a) against
 (b) and central differences; the generated NumPy module, rendered in memory, against
-(a) and central differences, for `loss_and_grads` and for `backward`.
+(a) and central differences, for `loss_and_grads` and for `backward` (and, for gated
+cells, the state `h_final` it hands on). A gated cell's (b) reads Jacobians derived with
+SymPy (`bptt.gated_path_sums`, at sizes at most `PATH_SUM_SIZE_GATED`), and its central
+differences are taken at `FD_ENTRIES_GATED` entries of each array.
 
 With truncation the loss term at step s is differentiated with the states entering its
 window (s - k < truncate), or its chunk (truncate_style = "chunk"), held constant, which
@@ -106,22 +114,18 @@ class GenericBackend(SymPyBackend):
     sigmoid) are evaluated as written: `outer` is this backend with the cell's functions
     written out, for the output layer and the loss."""
 
-    def __init__(self, spec: Spec | str, cell: bool = True):
-        if isinstance(spec, str):   # an Elman cell's activation alone
-            functions = {spec: (f, df)}
-            self.layers = 10**6
-        else:
-            functions = {spec.model.activation: (f, df)}
-            if CELLS[spec.model.cell].GATES:
-                functions["sigmoid"] = (s, ds)
-            self.layers = spec.model.layers
+    def __init__(self, spec: Spec, cell: bool = True):
+        functions = {spec.model.activation: (f, df)}
+        if CELLS[spec.model.cell].GATES:
+            functions["sigmoid"] = (s, ds)
+        self.layers = spec.model.layers
         acts = {name: ACTIVATIONS[name] for name in functions}
         self.forward = {sp.Lambda(u, act.value): functions[n] for n, act in acts.items()}
         self.through_output = {sp.Lambda(u, act.slope.xreplace({v: u})): functions[n] for n, act in acts.items()}
         self.through_argument = {sp.Lambda(u, act.slope.xreplace({v: act.value})): functions[n]
                                  for n, act in acts.items()}
-        first = next(iter(acts.values()))
-        self.slope = sp.Lambda(u, first.slope.xreplace({v: u}))
+        #: the hidden activation's slope through the output, read as f'
+        self.slope = sp.Lambda(u, acts[spec.model.activation].slope.xreplace({v: u}))
         self.cell = cell
         self.outer = self
         if cell:
