@@ -437,37 +437,59 @@ def _atomize(expr: sp.Expr, table: dict) -> sp.Expr:
     return expr.func(*args)
 
 
-def _fraction(expr: sp.Expr, gens: dict, one: Any) -> tuple[Any, Any]:
-    """`expr` as (numerator, denominator) in a polynomial ring over QQ, built node by node
-    with sparse polynomial arithmetic (where `Expr.expand` of the same products takes
-    minutes) and without cancelling: `expr` is identically 0 exactly when the numerator is."""
+def _fraction(expr: sp.Expr, gens: dict, one: Any) -> tuple[Any, dict]:
+    """`expr` as a numerator in a polynomial ring over QQ and its denominator as a product
+    of base polynomials with exponents, built node by node with sparse polynomial
+    arithmetic (where `Expr.expand` of the same products takes minutes). A sum takes the
+    least common multiple of the factored denominators, so the softmax's sum of exps is
+    not multiplied in once per term. `expr` is identically 0 exactly when the numerator is."""
     memo: dict = {}
+
+    def times(num: Any, den: dict, want: dict) -> Any:
+        """num / den written over the denominator `want` (a multiple of den): its numerator."""
+        for base, n in want.items():
+            if n > den.get(base, 0):
+                num = num * base ** (n - den.get(base, 0))
+        return num
 
     def add(x: tuple, y: tuple) -> tuple:
         if x[1] == y[1]:
             return x[0] + y[0], x[1]
-        return x[0] * y[1] + y[0] * x[1], x[1] * y[1]
+        common = {b: max(x[1].get(b, 0), y[1].get(b, 0)) for b in {**x[1], **y[1]}}
+        return times(*x, common) + times(*y, common), common
 
     def go(e: sp.Expr) -> tuple:
         if e in memo:
             return memo[e]
         if e.is_Symbol:
-            out = gens[e], one
+            out = gens[e], {}
         elif e.is_Rational:
-            out = one * e.p, one * e.q
+            out = one * e, {}
         elif e.is_Add:
             out = go(e.args[0])
             for a in e.args[1:]:
                 out = add(out, go(a))
         elif e.is_Mul:
-            out = one, one
+            num, den = one, {}
             for a in e.args:
                 x = go(a)
-                out = out[0] * x[0], out[1] * x[1]
+                num = num * x[0]
+                for b, n in x[1].items():
+                    den[b] = den.get(b, 0) + n
+            out = num, den
         elif e.is_Pow and e.exp.is_Integer:
-            x = go(e.base)
+            num, den = go(e.base)
             n = int(e.exp)
-            out = (x[0] ** n, x[1] ** n) if n >= 0 else (x[1] ** -n, x[0] ** -n)
+            if n >= 0:
+                out = num ** n, {b: k * n for b, k in den.items()}
+            else:   # 1 / (num / den) = den / num
+                top = one
+                for b, k in den.items():
+                    top = top * b ** (k * -n)
+                if num.is_ground:
+                    out = top * (one / num.LC) ** -n, {}
+                else:
+                    out = top, {num: -n}
         else:
             raise TypeError(f"not a rational function of symbols: {type(e).__name__}")
         memo[e] = out
@@ -488,7 +510,7 @@ def is_zero(expr: sp.Expr, table: dict) -> bool:
         numerator, denominator = _fraction(expr, dict(zip(symbols, ring[1:])), ring[0].one)
     except TypeError:
         return sp.cancel(sp.together(expr)) == 0
-    if denominator == 0:
+    if any(base == 0 for base in denominator):
         raise ZeroDivisionError(f"a denominator of {expr} is identically 0")
     return numerator == 0
 
