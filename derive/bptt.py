@@ -534,11 +534,10 @@ def gated_path_sums(spec: Spec, unrolled: Unrolled, values: dict, backend) -> di
         if (l, k) not in cache:
             below = sym("input", None, t) if l == 1 else sym("hidden", l - 1, t)
             previous = [sym(role, l, t - 1) for role in sym.cell.STATE]
-            params = [p for p in sym.params() if sym.info[p].layer == l]
             size = lambda x: int(sp.sympify(x.shape[0] * x.shape[1]).xreplace(sizes))
             eye = (lambda n: np.eye(n)) if numeric else sp.eye
             # d[node][leaf] = ∂vec(node)/∂vec(leaf), for the leaves s_{k-1}, below_k and θ
-            d = {x: {x: eye(size(x))} for x in previous + [below] + params}
+            d = {x: {x: eye(size(x))} for x in previous + [below] + layer_params[l]}
             for i, local in enumerate(steps[l]):
                 local_values = readers[(l, i)]([values[at_step(arg, k)] for arg in local.fresh])
                 row: dict = {}
@@ -556,7 +555,7 @@ def gated_path_sums(spec: Spec, unrolled: Unrolled, values: dict, backend) -> di
 
             whole = [block(x) for x in previous]
             cache[(l, k)] = [np.hstack(whole) if numeric else sp.Matrix.hstack(*whole), block(below),
-                             *[block(p) for p in params]]
+                             *[block(p) for p in layer_params[l]]]
         return cache[(l, k)]
 
     shapes = {p: tuple(int(sp.sympify(e).xreplace(sizes)) for e in p.shape) for p in sym.params()}
@@ -582,7 +581,7 @@ def gated_path_sums(spec: Spec, unrolled: Unrolled, values: dict, backend) -> di
     scale = loss_scale(spec)
     for s in unrolled.loss_steps:
         s = int(s)
-        node, rule = output_rule(unrolled, sp.Integer(s), scale)
+        _, rule = output_rule(unrolled, sp.Integer(s), scale)
         if m.output_size:
             V = col(sym("output_weight", L + 1))
             g_top = ev(sp.MatMul(V.T, col(rule)))
@@ -608,11 +607,4 @@ def gated_path_sums(spec: Spec, unrolled: Unrolled, values: dict, backend) -> di
             if k - 1 < first:
                 break
             state = {l: dot(at(l, k)[0].T, g) for l, g in total.items()}
-    out = {}
-    for p, terms in params.items():
-        shape = tuple(int(sp.sympify(d).xreplace(sizes)) for d in p.shape)
-        if numeric:
-            out[p] = sum(terms, np.zeros(shape))
-        else:
-            out[p] = sum(terms, sp.zeros(*shape))
-    return out
+    return {p: sum(terms, np.zeros(shapes[p]) if numeric else sp.zeros(*shapes[p])) for p, terms in params.items()}
