@@ -441,6 +441,9 @@ class LoopCodePrinter(NumPyPrinter):
     def _print_Rational(self, expr: sp.Rational) -> str:
         return f"{expr.p} / {expr.q}"
 
+    def _print_Float(self, expr: sp.Float) -> str:
+        return repr(float(expr))   # 0.5, as Python writes it
+
     def _print_Pow(self, expr: sp.Pow, rational: bool = False) -> str:
         base, exp = expr.args
         if exp == -1:

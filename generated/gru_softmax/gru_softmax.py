@@ -123,10 +123,10 @@ def _forward(params, xs, h0, check_finite, ws=None, private=False):
     for t in range(T):
         np.dot(hv[t], recurrent_1_stackedT, out=rec_1)
         gates_1[t, :, 0:8] += rec_1[:, 0:8]
-        np.negative(gates_1[t, :, 0:8], out=gates_1[t, :, 0:8])
-        np.logaddexp(0, gates_1[t, :, 0:8], out=gates_1[t, :, 0:8])
-        np.negative(gates_1[t, :, 0:8], out=gates_1[t, :, 0:8])
-        np.exp(gates_1[t, :, 0:8], out=gates_1[t, :, 0:8])
+        np.multiply(gates_1[t, :, 0:8], 0.5, out=gates_1[t, :, 0:8])
+        np.tanh(gates_1[t, :, 0:8], out=gates_1[t, :, 0:8])
+        np.multiply(gates_1[t, :, 0:8], 0.5, out=gates_1[t, :, 0:8])
+        np.add(gates_1[t, :, 0:8], 0.5, out=gates_1[t, :, 0:8])
         saved_1_0v[t][...] = rec_1[:, 8:12]
         saved_1_0v[t] += b_hn
         n[t] += r[t] * saved_1_0v[t]

@@ -128,15 +128,15 @@ def _forward(params, xs, h0, check_finite, ws=None, private=False):
     for t in range(T):
         np.dot(hv[t], recurrent_1_stackedT, out=rec_1)
         gates_1[t] += rec_1
-        np.negative(gates_1[t, :, 0:8], out=gates_1[t, :, 0:8])
-        np.logaddexp(0, gates_1[t, :, 0:8], out=gates_1[t, :, 0:8])
-        np.negative(gates_1[t, :, 0:8], out=gates_1[t, :, 0:8])
-        np.exp(gates_1[t, :, 0:8], out=gates_1[t, :, 0:8])
+        np.multiply(gates_1[t, :, 0:8], 0.5, out=gates_1[t, :, 0:8])
+        np.tanh(gates_1[t, :, 0:8], out=gates_1[t, :, 0:8])
+        np.multiply(gates_1[t, :, 0:8], 0.5, out=gates_1[t, :, 0:8])
+        np.add(gates_1[t, :, 0:8], 0.5, out=gates_1[t, :, 0:8])
         np.tanh(gates_1[t, :, 8:12], out=gates_1[t, :, 8:12])
-        np.negative(gates_1[t, :, 12:16], out=gates_1[t, :, 12:16])
-        np.logaddexp(0, gates_1[t, :, 12:16], out=gates_1[t, :, 12:16])
-        np.negative(gates_1[t, :, 12:16], out=gates_1[t, :, 12:16])
-        np.exp(gates_1[t, :, 12:16], out=gates_1[t, :, 12:16])
+        np.multiply(gates_1[t, :, 12:16], 0.5, out=gates_1[t, :, 12:16])
+        np.tanh(gates_1[t, :, 12:16], out=gates_1[t, :, 12:16])
+        np.multiply(gates_1[t, :, 12:16], 0.5, out=gates_1[t, :, 12:16])
+        np.add(gates_1[t, :, 12:16], 0.5, out=gates_1[t, :, 12:16])
         cv[t + 1][...] = cv[t] * f[t] + g_[t] * i[t]
         np.tanh(cv[t + 1], out=saved_1_0v[t])
         hv[t + 1][...] = o[t] * saved_1_0v[t]

@@ -170,7 +170,7 @@ def _predict(params, xs, h0, check_finite):
     p = cache["params"]
     w_o = p["w_o"]
     logits = _matmul_steps(hs, w_o)
-    return np.exp(-np.logaddexp(0, -logits)), cache
+    return 0.5*np.tanh(0.5*logits) + 0.5, cache
 
 
 def loss_and_grads(params, xs, targets, h0=None, *, return_state=False, clip=None, clip_norm=None, check_finite=True,
@@ -194,7 +194,7 @@ def loss_and_grads(params, xs, targets, h0=None, *, return_state=False, clip=Non
     logits = _empty(ws, "logits", hs.shape[:2] + (1,), dtype)
     _matmul_steps(hs, w_o, out=logits)
     y = targets
-    probs = np.exp(-np.logaddexp(0, -logits))
+    probs = 0.5*np.tanh(0.5*logits) + 0.5
     loss = np.sum(np.logaddexp(0, logits)) - np.sum(y * logits)
     dlogits = probs
     dlogits -= y
