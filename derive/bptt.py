@@ -23,15 +23,21 @@ from derive.rules import ACTIVATIONS, LOSSES, u, v
 from derive.spec import Spec
 from derive.unroll import Symbols, Unrolled, step, t, unroll
 
-#: Nodes whose adjoint gets a name (a delta) instead of being written inline.
-NAMED = {"pre_activation": "delta", "logits": "output_delta"}
-PARAM_ROLES = ("input_weight", "recurrent_weight", "bias", "output_weight", "output_bias")
+#: Nodes whose adjoint gets a name (a delta) instead of being written inline: the output
+#: layer's, and the cell's own (`NAMED` of the cell module).
+NAMED = {"logits": "output_delta"}
+PARAM_ROLES = ("input_weight", "recurrent_weight", "bias", "output_weight", "output_bias", "recurrent_bias")
 
 
-def slope(function: sp.Lambda, output: sp.MatrixExpr) -> sp.MatrixExpr | None:
-    """f'(a) as an elementwise function of the output h = f(a); None when it is 1."""
+def slope(function: sp.Lambda, output: sp.MatrixExpr | None, argument: sp.MatrixExpr | None = None) -> sp.MatrixExpr | None:
+    """f'(a) as an elementwise function of the output h = f(a) (tanh' = 1 - h^2), or, when
+    the output has no name of its own (o ⊙ tanh(c)), of the argument (1 - tanh(c)^2);
+    None when it is 1."""
     for act in ACTIVATIONS.values():
         if function == sp.Lambda(u, act.value):
+            if output is None:
+                body = act.slope.xreplace({v: act.value})
+                return None if body == 1 else elementwise(body, argument)
             body = act.slope.xreplace({v: u})
             return None if body == 1 else elementwise(body, output)
     raise KeyError(f"no rule for {function}")
@@ -61,25 +67,41 @@ def _product(factors: tuple, grad: sp.MatrixExpr, i: int) -> sp.MatrixExpr:
 
 
 defvjp(sp.MatAdd)(lambda rhs, lhs, grad: [(arg, grad) for arg in rhs.args])
-defvjp(sp.MatMul)(lambda rhs, lhs, grad: [(f, _product(rhs.args, grad, i)) for i, f in enumerate(rhs.args)])
+# constants pass nothing on (the 1 of a GRU's 1 - z)
+for _constant in (sp.OneMatrix, sp.ZeroMatrix, sp.Identity):
+    defvjp(_constant)(lambda rhs, lhs, grad: [])
+
+
+@defvjp(sp.MatMul)
+def _matmul(rhs: sp.MatMul, lhs, grad: sp.MatrixExpr):
+    coeff, factors = rhs.as_coeff_matrices()
+    if coeff != 1:   # -z: the scalar multiplies the gradient
+        grad = sp.MatMul(coeff, grad)
+    if len(factors) == 1:
+        return [(factors[0], grad)]
+    return [(f, _product(tuple(factors), grad, i)) for i, f in enumerate(factors)]
+
+
+
 defvjp(sp.HadamardProduct)(lambda rhs, lhs, grad: [
     (f, sp.HadamardProduct(grad, *(g for j, g in enumerate(rhs.args) if j != i))) for i, f in enumerate(rhs.args)])
 
 
 @defvjp(ElementwiseApplyFunction)
-def _elementwise(rhs: ElementwiseApplyFunction, lhs: sp.MatrixSymbol, grad: sp.MatrixExpr):
-    s = slope(rhs.function, lhs)
+def _elementwise(rhs: ElementwiseApplyFunction, lhs: sp.MatrixSymbol | None, grad: sp.MatrixExpr):
+    s = slope(rhs.function, lhs, rhs.expr)
     return [(rhs.expr, grad if s is None else sp.HadamardProduct(grad, s))]
 
 
-def vjp(rhs: sp.Expr, lhs: sp.MatrixSymbol, grad: sp.MatrixExpr) -> list[tuple[sp.MatrixSymbol, sp.MatrixExpr]]:
-    """The gradient reaching each leaf of `rhs`, by the table `VJPS`."""
+def vjp(rhs: sp.Expr, lhs: sp.MatrixSymbol | None, grad: sp.MatrixExpr) -> list[tuple[sp.MatrixSymbol, sp.MatrixExpr]]:
+    """The gradient reaching each leaf of `rhs`, by the table `VJPS`. `lhs` names the
+    value of `rhs` (None inside an expression: a rule then cannot read its output)."""
     if isinstance(rhs, sp.MatrixSymbol):
         return [(rhs, grad)]
     rule = next((r for kind, r in VJPS.items() if isinstance(rhs, kind)), None)
     if rule is None:
         raise TypeError(f"no vector-Jacobian product for {type(rhs).__name__}")
-    return [pair for arg, g in rule(rhs, lhs, grad) for pair in vjp(arg, lhs, g)]
+    return [pair for arg, g in rule(rhs, lhs, grad) for pair in vjp(arg, None, g)]
 
 
 def output_rule(unrolled: Unrolled, time: sp.Expr, scale: sp.Expr = sp.Integer(1)) -> tuple[sp.MatrixSymbol, sp.MatrixExpr]:
@@ -129,6 +151,7 @@ def reverse(assigns: list[Assign], seeds: list[tuple[sp.MatrixSymbol, sp.MatrixE
     `givens` are adjoints taken as known (the step rule's delta_{t+1}).
     """
     givens = givens or {}
+    named = {**sym.cell.NAMED, **NAMED}
     chunk = bool(truncate) and style == "chunk"
     chunk_size = truncate
     if chunk:
@@ -144,14 +167,14 @@ def reverse(assigns: list[Assign], seeds: list[tuple[sp.MatrixSymbol, sp.MatrixE
         q = sym.info[a.lhs]
         for age in ages:
             if a.lhs in givens:
-                grad = sym(NAMED[q.role], q.layer, q.time, age)
+                grad = sym(named[q.role], q.layer, q.time, age, q.gate)
             else:
                 terms = pending.pop((a.lhs, age), [])
                 if not terms:
                     continue
                 grad = sp.MatAdd(*terms) if len(terms) > 1 else terms[0]
-                if q.role in NAMED:
-                    name = sym(NAMED[q.role], q.layer, q.time, age)
+                if q.role in named:
+                    name = sym(named[q.role], q.layer, q.time, age, q.gate)
                     out.deltas.append(Assign(name, grad, q.time, q.layer))
                     grad = name
             for leaf, expr in vjp(a.rhs, a.lhs, grad):
@@ -242,13 +265,17 @@ class LayerRule:
     """One layer's generic step t: forward, and backward given its upstream gradient."""
 
     layer: int
-    projection: sp.MatrixExpr       # the part of a_t without h_{t-1}: hoisted over all t
-    recurrence: sp.MatrixExpr       # the part with h_{t-1}
-    activation: sp.Expr             # h_t = f(a_t)
-    delta: list[Assign]             # delta_t (per age) from the upstream and delta_{t+1}
+    forward: list[Assign]           # the layer's assignments at step t
+    delta: list[Assign]             # the named adjoints at t (per age), from the upstream and step t+1's
+    carried: list[sp.MatrixSymbol]  # step t+1's named adjoints that the rule reads
     uses: dict[sp.MatrixSymbol, sp.MatrixExpr]   # per-step contribution to each parameter
     down: sp.MatrixExpr | None      # gradient sent to the layer below (or to x_t)
     upstream: sp.MatrixSymbol       # the gradient arriving at h_t from above
+    initial: dict[str, sp.MatrixExpr]   # state role -> gradient reaching it at step 0 (h_0, c_0)
+    # an Elman layer's parts, from which its loop code is printed
+    projection: sp.MatrixExpr | None = None   # the part of a_t without h_{t-1}: hoisted over all t
+    recurrence: sp.MatrixExpr | None = None   # the part with h_{t-1}
+    activation: sp.Expr | None = None         # h_t = f(a_t)
 
 
 @dataclass
@@ -265,36 +292,52 @@ class StepRule:
     initial: dict[int, sp.MatrixExpr]     # gradient reaching h^l_0: the h0 gradient rule
 
 
+def _sum(parts: list[sp.MatrixExpr] | None) -> sp.MatrixExpr | None:
+    if not parts:
+        return None
+    return sp.MatAdd(*parts) if len(parts) > 1 else parts[0]
+
+
 def step_rule(spec: Spec, sym: Symbols | None = None) -> StepRule:
-    """Reverse mode over one symbolic step t, with delta_{t+1} taken as known.
+    """Reverse mode over one symbolic step t, with step t+1's named adjoints (delta_{t+1},
+    and a gated cell's delta^c_{t+1}, delta^h_{t+1}) taken as known.
 
     Truncation is not part of the rule: the loop code applies it by giving each delta an
-    age axis and shifting the ages by one where delta_{t+1} is read.
+    age axis and shifting the ages by one where a step t+1 adjoint is read.
     """
     sym = sym or Symbols(spec)
-    now, after = step(sym, t), step(sym, t + 1)
+    now, after, first = step(sym, t), step(sym, t + 1), step(sym, sp.Integer(1))
+    named = {**sym.cell.NAMED, **NAMED}
     layers = []
     L = spec.model.layers
     for l in range(1, L + 1):
-        a_now = next(a for a in now if a.layer == l and sym.info[a.lhs].role == "pre_activation")
-        h_now = next(a for a in now if a.layer == l and sym.info[a.lhs].role == "hidden")
-        a_next = next(a for a in after if a.layer == l and sym.info[a.lhs].role == "pre_activation")
+        mine = [a for a in now if a.layer == l]
+        h_now = next(a for a in mine if sym.info[a.lhs].role == "hidden")
+        carried = {a.lhs: None for a in after if a.layer == l and sym.info[a.lhs].role in named}
         up = sym("hidden_grad", l, t)
-        # the layer alone: a_t, h_t, and a_{t+1} whose delta is known
-        back = reverse([a_now, h_now, a_next], [(h_now.lhs, up)], sym, givens={a_next.lhs: None})
-        h_prev = sym("hidden", l, t - 1)
+        back = reverse(mine + [a for a in after if a.layer == l], [(h_now.lhs, up)], sym, givens=carried)
         below = sym("input", None, t) if l == 1 else sym("hidden", l - 1, t)
-        terms = a_now.rhs.args
-        projection = sp.MatAdd(*[e for e in terms if h_prev not in e.free_symbols])
-        recurrence = sp.MatAdd(*[e for e in terms if h_prev in e.free_symbols])
         uses = {}
         for p, c in back.uses.items():
-            mine = [e for time, e in c if time == t]   # a_{t+1} is only there for delta_{t+1}
-            if mine:
-                uses[p] = sp.MatAdd(*mine) if len(mine) > 1 else mine[0]
-        down = back.leaves.get(below)
-        layers.append(LayerRule(l, projection, recurrence, h_now.rhs, back.deltas, uses,
-                                sp.MatAdd(*down) if down and len(down) > 1 else (down[0] if down else None), up))
+            here = [e for time, e in c if time == t]   # step t+1 is only there for its adjoints
+            if here:
+                uses[p] = _sum(here)
+        read = set().union(*(d.rhs.free_symbols for d in back.deltas))
+        carried_read = [sym(named[sym.info[a].role], l, t + 1, None, sym.info[a].gate) for a in carried]
+        # h_0 (and c_0) enter step 1: their gradients, given step 1's adjoints
+        start = [a for a in first if a.layer == l]
+        back0 = reverse(start, [], sym, givens={a.lhs: None for a in start if sym.info[a.lhs].role in named})
+        initial = {role: _sum(back0.leaves.get(sym(role, l, sp.Integer(0)))) for role in sym.cell.STATE}
+        rule = LayerRule(l, mine, back.deltas, [c for c in carried_read if c in read], uses,
+                         _sum(back.leaves.get(below)), up, initial)
+        if not sym.cell.GATES:
+            a_now = next(a for a in mine if sym.info[a.lhs].role == "pre_activation")
+            h_prev = sym("hidden", l, t - 1)
+            terms = a_now.rhs.args
+            rule.projection = sp.MatAdd(*[e for e in terms if h_prev not in e.free_symbols])
+            rule.recurrence = sp.MatAdd(*[e for e in terms if h_prev in e.free_symbols])
+            rule.activation = h_now.rhs
+        layers.append(rule)
     # the output layer alone, seeded by the fused rule
     unrolled = Unrolled(spec, sym, [t])
     outs = [a for a in now if a.layer == L + 1]
@@ -307,13 +350,7 @@ def step_rule(spec: Spec, sym: Symbols | None = None) -> StepRule:
         top = back.leaves[sym("hidden", L, t)][0]
     else:
         top = output_rule(unrolled, t, loss_scale(spec, symbolic=True))[1]
-    # h_0 enters step 1 through U h_0: its gradient is U^T delta_1
-    initial = {}
-    for rule in layers:
-        a1 = [a for a in step(sym, sp.Integer(1)) if a.layer == rule.layer and sym.info[a.lhs].role == "pre_activation"][0]
-        back = reverse([a1], [], sym, givens={a1.lhs: None})
-        parts = back.leaves[sym("hidden", rule.layer, sp.Integer(0))]
-        initial[rule.layer] = sp.MatAdd(*parts) if len(parts) > 1 else parts[0]
+    initial = {r.layer: r.initial["hidden"] for r in layers}
     return StepRule(spec, sym, layers, outs, output_delta, output_uses, top, initial)
 
 

@@ -19,6 +19,7 @@ from derive.rules import ACTIVATIONS, LOSSES, OUTPUT_ACTIVATIONS
 AT = ("every_step", "last_step")
 REDUCTIONS = ("sum", "mean")
 TRUNCATE_STYLES = ("window", "chunk")
+GRU_RESETS = ("after", "before")
 #: The handout and the unrolled module write every step out; beyond this they would be
 #: unreadable and slow to typeset, so `steps` is capped (the loop module works for any T).
 MAX_STEPS = 200
@@ -52,6 +53,7 @@ class Model:
     output_activation: str = "identity"
     bias: bool = True
     cell: str = "elman"
+    gru_reset: str = "after"     # gru only: after (PyTorch, cuDNN) | before (Cho et al. 2014, d2l)
 
     def __post_init__(self) -> None:
         if isinstance(self.hidden_sizes, list):   # a list from Python code reads naturally
@@ -80,7 +82,7 @@ class BPTT:
 
 @dataclass(frozen=True)
 class Notation:
-    preset: str = "d2l"
+    preset: str = ""                     # "" = the cell's default (d2l; pytorch for gated cells)
     layout: str = ""                     # "" = the preset's own layout
     names: tuple[tuple[str, str], ...] = ()  # role -> symbol overrides, in file order
 
@@ -120,8 +122,13 @@ class Spec:
             raise SpecError(problems)
 
     @property
+    def preset(self) -> str:
+        """The notation preset: the spec's, or the cell's default."""
+        return self.notation.preset or CELLS[self.model.cell].NOTATION
+
+    @property
     def layout(self) -> str:
-        return self.notation.layout or notation.PRESETS[self.notation.preset].layout
+        return self.notation.layout or notation.PRESETS[self.preset].layout
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as plain data (the generated module's `SPEC`)."""
@@ -136,11 +143,12 @@ class Spec:
                 "activation": self.model.activation,
                 "output_activation": self.model.output_activation,
                 "bias": self.model.bias,
+                **({"gru_reset": self.model.gru_reset} if self.model.cell == "gru" else {}),
             },
             "loss": dataclasses.asdict(self.loss),
             "bptt": dataclasses.asdict(self.bptt),
             "notation": {
-                "preset": self.notation.preset,
+                "preset": self.preset,
                 "layout": self.layout,
                 "names": dict(self.notation.names),
             },
@@ -175,7 +183,8 @@ def _types(spec: Spec) -> list[str]:
             problems.append(f"{key}: must be a derive.spec.{kind.__name__}, got {type(getattr(spec, key)).__name__}")
     if problems:
         return problems
-    for key, value in (("model.cell", spec.model.cell), ("model.activation", spec.model.activation),
+    for key, value in (("model.cell", spec.model.cell), ("model.gru_reset", spec.model.gru_reset),
+                       ("model.activation", spec.model.activation),
                        ("model.output_activation", spec.model.output_activation),
                        ("loss.kind", spec.loss.kind), ("loss.at", spec.loss.at),
                        ("loss.reduction", spec.loss.reduction), ("notation.preset", spec.notation.preset),
@@ -221,6 +230,7 @@ def _check(spec: Spec) -> list[str]:
     if not _is_int(m.output_size) or not 0 <= m.output_size <= MAX_SIZE:
         problems.append(f"model.output_size: must be an integer from 0 (no output layer) to {MAX_SIZE}, got {m.output_size!r}")
     _choice(problems, "model.activation", m.activation, tuple(ACTIVATIONS))
+    _choice(problems, "model.gru_reset", m.gru_reset, GRU_RESETS)
     _choice(problems, "model.output_activation", m.output_activation, OUTPUT_ACTIVATIONS)
     if not isinstance(m.bias, bool):
         problems.append(f"model.bias: must be true or false, got {m.bias!r}")
@@ -255,11 +265,16 @@ def _check(spec: Spec) -> list[str]:
             problems.append("model.output_activation: must be 'identity' when model.output_size = 0 (no output layer)")
     if row.target == "class" and m.output_size and m.output_size < 2:
         problems.append(f"model.output_size: {loss.kind} needs at least 2 classes")
+    if m.cell in CELLS and CELLS[m.cell].GATES and m.activation != "tanh":
+        problems.append(f"model.activation: an {m.cell} cell's candidate and cell output use tanh "
+                        f"(its gates use sigmoid); got {m.activation!r}")
+    if m.cell != "gru" and m.gru_reset != "after":
+        problems.append(f"model.gru_reset: only for cell = 'gru', not {m.cell!r}")
     if m.output_activation not in row.outputs:
         allowed = " or ".join(repr(o) + (" (logits)" if o == "identity" else "") for o in row.outputs)
         problems.append(f"model.output_activation: {loss.kind} needs {allowed}, not {m.output_activation!r}")
-    problems += notation.check(spec.notation.preset, spec.notation.layout, spec.notation.names,
-                               layers=m.layers, output=m.output_size > 0, bias=m.bias)
+    problems += notation.check(spec.preset, spec.notation.layout, spec.notation.names, layers=m.layers,
+                               output=m.output_size > 0, bias=m.bias, cell=CELLS[m.cell], reset=m.gru_reset)
     return problems
 
 
@@ -292,14 +307,14 @@ _REQUIRED = object()
 _SCHEMA: dict[str, dict[str, tuple[str, object]]] = {
     "": {"name": ("str", _REQUIRED), "title": ("str", ""), "model": ("table", _REQUIRED),
          "loss": ("table", {}), "bptt": ("table", {}), "notation": ("table", {}), "example": ("table", {})},
-    "model": {"cell": ("str", "elman"), "input_size": ("int", _REQUIRED),
+    "model": {"cell": ("str", "elman"), "gru_reset": ("str", "after"), "input_size": ("int", _REQUIRED),
               "hidden_sizes": ("int_list", _REQUIRED), "output_size": ("int", 0),
               "activation": ("str", "tanh"), "output_activation": ("str", "identity"),
               "bias": ("bool", True)},
     "loss": {"kind": ("str", "mse"), "at": ("str", "every_step"), "reduction": ("str", "sum")},
     "bptt": {"steps": ("int", 3), "truncate": ("int", 0), "clip": ("float", 0.0),
              "truncate_style": ("str", "window"), "clip_norm": ("float", 0.0)},
-    "notation": {"preset": ("str", "d2l"), "layout": ("str", ""), "names": ("names", {})},
+    "notation": {"preset": ("str", ""), "layout": ("str", ""), "names": ("names", {})},
     "example": {"seed": ("int", 0), "scale": ("float", 0.5), "eta": ("float", 0.1), "tokens": ("str_list", ())},
 }
 _TYPE_WORDS = {"str": "a string", "int": "an integer", "bool": "true or false",

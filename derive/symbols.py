@@ -19,7 +19,9 @@ from derive.spec import Spec
 t = sp.Symbol("t", integer=True, positive=True)
 
 VECTOR_ROLES = ("input", "hidden", "pre_activation", "logits", "output", "target",
-                "upstream", "delta", "output_delta", "hidden_grad", "projection")
+                "upstream", "delta", "output_delta", "hidden_grad", "projection",
+                # gated cells: a gate's value, the LSTM's cell state, their adjoints
+                "gate", "cell", "cell_delta", "hidden_delta")
 
 
 @dataclass(frozen=True)
@@ -47,8 +49,7 @@ class Symbols:
         self.info: dict[sp.MatrixSymbol, Quantity] = {}
         self._made: dict[Quantity, sp.MatrixSymbol] = {}
         self.cell = CELLS[spec.model.cell]
-        self.names = notation.Names(notation.PRESETS[spec.notation.preset],
-                                    dict(spec.notation.names), m.layers)
+        self.names = notation.Names(notation.PRESETS[spec.preset], dict(spec.notation.names), m.layers)
 
     def sizes(self) -> dict[sp.Symbol, int]:
         """The dimension symbols with the spec's own sizes."""
@@ -109,7 +110,7 @@ class Symbols:
         then the output layer's."""
         m = self.spec.model
         out = [self(p.role, l, gate=p.gate) for l in range(1, m.layers + 1)
-               for p in self.cell.PARAMS if m.bias or not p.bias]
+               for p in self.cell.PARAMS if p.present(m)]
         if m.output_size:
             out.append(self("output_weight", m.layers + 1))
             if m.bias:

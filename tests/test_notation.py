@@ -20,7 +20,7 @@ import pytest
 from derive import notation
 from derive.notation import NAME, PRESETS, Names, latex_name
 
-PRESET_NAMES = ["doc000", "doc001", "d2l", "doc003", "cs231n", "dlai"]
+PRESET_NAMES = ["doc000", "doc001", "d2l", "doc003", "cs231n", "dlai", "pytorch"]
 
 LATEX = [
     # doc000: document 000 (Russian): W, V, b, h, z
@@ -422,20 +422,75 @@ def names(preset: str, layers: int, overrides: dict[str, str] | None = None) -> 
     return Names(PRESETS[preset], overrides or {}, layers)
 
 
-def test_the_six_presets_and_their_layouts() -> None:
+def test_the_presets_and_their_layouts() -> None:
     assert list(PRESETS) == PRESET_NAMES
     layouts = {name: p.layout for name, p in PRESETS.items()}
     assert layouts == {"doc000": "row", "doc001": "column", "d2l": "column", "doc003": "row",
-                       "cs231n": "row", "dlai": "column"}
+                       "cs231n": "row", "dlai": "column", "pytorch": "column"}
     assert {name: p.time for name, p in PRESETS.items()} == {
-        "doc000": "sup", "doc001": "sub", "d2l": "sub", "doc003": "sub", "cs231n": "sub", "dlai": "sub"}
+        "doc000": "sup", "doc001": "sub", "d2l": "sub", "doc003": "sub", "cs231n": "sub", "dlai": "sub",
+        "pytorch": "sub"}
+
+
+ELMAN_ROLES = {"input_weight", "recurrent_weight", "bias", "output_weight", "output_bias",
+               "hidden", "pre_activation", "output"}
 
 
 def test_tables_cover_every_preset() -> None:
-    assert {row[0] for row in LATEX} == set(PRESET_NAMES)
-    assert {row[0] for row in PYTHON} == set(PRESET_NAMES)
-    for preset in PRESET_NAMES:
-        assert {r[2] for r in PYTHON if r[0] == preset} == set(notation.ROLES) | {"delta"}
+    assert {row[0] for row in LATEX} == set(PRESET_NAMES) - {"pytorch"}
+    assert {row[0] for row in PYTHON} == set(PRESET_NAMES) - {"pytorch"}
+    for preset in set(PRESET_NAMES) - {"pytorch"}:
+        assert {r[2] for r in PYTHON if r[0] == preset} == ELMAN_ROLES | {"delta"}
+    assert {row[0] for row in GATED} == set(PRESET_NAMES)
+    assert set(notation.ROLES) == ELMAN_ROLES | {"recurrent_bias", "gate", "cell"}
+
+
+#: A gated cell's symbols, exactly: (preset, layers, role, layer, gate, time, LaTeX, Python)
+GATED = [
+    ("pytorch", 1, "input_weight", 1, "i", None, "W_{ii}", "W_ii"),
+    ("pytorch", 1, "recurrent_weight", 1, "f", None, "W_{hf}", "W_hf"),
+    ("pytorch", 1, "bias", 1, "g", None, "b_{g}", "b_g"),
+    ("pytorch", 1, "recurrent_bias", 1, "n", None, "b_{hn}", "b_hn"),
+    ("pytorch", 2, "input_weight", 2, "o", None, "W_{io}^{(2)}", "W_io2"),
+    ("pytorch", 1, "gate", 1, "i", "t", "i_{t}", "i"),
+    ("pytorch", 1, "pre_activation", 1, "f", "t", "a_{f,t}", "a_f"),
+    ("pytorch", 1, "cell", 1, None, "t-1", "c_{t-1}", "c"),
+    ("pytorch", 1, "delta", 1, "g", "t", r"\delta_{t}^{g}", "delta_g"),
+    ("pytorch", 1, "cell_delta", 1, None, "t+1", r"\delta_{t+1}^{c}", None),
+    ("pytorch", 1, "hidden_delta", 1, None, "t", r"\delta_{t}^{h}", None),
+    ("d2l", 1, "input_weight", 1, "i", None, "W_{xi}", "W_xi"),
+    ("d2l", 1, "recurrent_weight", 1, "g", None, "W_{hc}", "W_hc"),
+    ("d2l", 1, "bias", 1, "g", None, "b_{c}", "b_c"),
+    ("d2l", 1, "gate", 1, "g", "t", r"\tilde{C}_{t}", "G"),
+    ("d2l", 1, "gate", 1, "f", "t", "F_{t}", "F"),
+    ("d2l", 1, "cell", 1, None, "t", "C_{t}", "C"),
+    ("d2l", 1, "input_weight", 1, "n", None, "W_{xh}", "W_xh"),
+    ("d2l", 1, "gate", 1, "n", "t", r"\tilde{H}_{t}", "N"),
+    ("d2l", 1, "gate", 1, "r", "t", "R_{t}", "R"),
+    ("d2l", 1, "delta", 1, "g", "t", r"\delta_{t}^{\tilde{C}}", "delta_g"),
+    ("cs231n", 1, "input_weight", 1, "i", None, r"\mathit{Wx}_{i}", "Wx_i"),
+    ("cs231n", 1, "recurrent_weight", 1, "o", None, r"\mathit{Wh}_{o}", "Wh_o"),
+    ("cs231n", 2, "bias", 2, "f", None, "b_{f}^{(2)}", "b_f2"),
+    ("dlai", 1, "input_weight", 1, "f", None, r"\mathit{Wfx}", "Wfx"),
+    ("dlai", 1, "recurrent_weight", 1, "i", None, r"\mathit{Wua}", "Wua"),
+    ("dlai", 1, "bias", 1, "g", None, r"\mathit{bc}", "bc"),
+    ("dlai", 1, "gate", 1, "f", "t", r"\Gamma_{f,t}", "f"),
+    ("dlai", 1, "gate", 1, "i", "t", r"\Gamma_{u,t}", "u"),
+    ("dlai", 1, "gate", 1, "g", "t", r"\tilde{c}_{t}", "c"),
+    ("dlai", 1, "hidden", 1, None, "t", "a_{t}", "a"),
+    ("doc000", 1, "input_weight", 1, "i", None, "W_{ii}", "W_ii"),
+    ("doc001", 1, "gate", 1, "z", "t", "z_{t}", "z"),
+    ("doc003", 1, "recurrent_weight", 1, "r", None, "W_{hr}", "W_hr"),
+]
+
+
+@pytest.mark.parametrize("preset, layers, role, layer, gate, time, latex, python", GATED,
+                         ids=[f"{r[0]}-L{r[1]}-{r[2]}.{r[4]}-{r[5]}" for r in GATED])
+def test_gated_symbols(preset, layers, role, layer, gate, time, latex, python) -> None:
+    table = names(preset, layers)
+    assert table.latex(role, layer, time, gate) == latex
+    if python is not None and role not in ("gate", "pre_activation", "cell", "delta"):
+        assert table.python(role, layer, gate) == python
 
 
 @pytest.mark.parametrize("preset, layers, role, layer, time, expected", LATEX,
@@ -455,7 +510,7 @@ def test_python(preset: str, layers: int, role: str, layer: int | None, expected
 @pytest.mark.parametrize("preset", PRESET_NAMES)
 def test_single_layer_ignores_the_layer_number(preset: str) -> None:
     n = names(preset, 1)
-    for role in notation.ROLES:
+    for role in sorted(ELMAN_ROLES):
         assert n.python(role, 1) == n.python(role)
         assert n.latex(role, 1, "t") == n.latex(role, None, "t")
 
@@ -586,7 +641,7 @@ def test_layer_suffix_clash_is_caught() -> None:
 
 def test_unknown_preset_layout_and_role() -> None:
     assert notation.check("nope", "", (), layers=1, output=True, bias=True) == [
-        "notation.preset: 'nope' is not one of doc000, doc001, d2l, doc003, cs231n, dlai"]
+        "notation.preset: 'nope' is not one of doc000, doc001, d2l, doc003, cs231n, dlai, pytorch"]
     assert notation.check("d2l", "diag", (), layers=1, output=True, bias=True) == [
         "notation.layout: 'diag' is not one of row, column"]
     (problem,) = notation.check("d2l", "", (("loss", "J"),), layers=1, output=True, bias=True)

@@ -309,7 +309,9 @@ BAD: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("clip-infinite", change("bptt.clip", math.inf), "bptt.clip"),
     ("clip-nan", change("bptt.clip", math.nan), "bptt.clip"),
     # unknown enum values
-    ("cell-lstm", change("model.cell", "lstm"), "model.cell: 'lstm' is not one of elman"),
+    ("cell-unknown", change("model.cell", "transformer"), "model.cell: 'transformer' is not one of elman, lstm, gru"),
+    ("gru-reset-unknown", change("model.gru_reset", "middle"), "model.gru_reset: 'middle' is not one of after, before"),
+    ("gru-reset-on-elman", change("model.gru_reset", "before"), "model.gru_reset: only for cell = 'gru', not 'elman'"),
     ("activation-gelu", change("model.activation", "gelu"), "model.activation: 'gelu' is not one of"),
     ("activation-case", change("model.activation", "Tanh"), "model.activation: 'Tanh'"),
     ("output-activation-tanh", change("model.output_activation", "tanh"), "model.output_activation: 'tanh'"),

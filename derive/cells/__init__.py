@@ -11,6 +11,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from derive.cells import elman
+from derive.cells import elman, gru, lstm
 
-CELLS: dict[str, ModuleType] = {"elman": elman}
+CELLS: dict[str, ModuleType] = {"elman": elman, "lstm": lstm, "gru": gru}

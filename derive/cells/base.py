@@ -15,3 +15,8 @@ class Param:
     gate: str | None
     shape: tuple[str, ...]
     bias: bool = False
+    reset: str | None = None   # a GRU's parameter present only with this `gru_reset`
+
+    def present(self, model) -> bool:
+        """Whether a model has this parameter (bias on, the GRU's reset form)."""
+        return (model.bias or not self.bias) and self.reset in (None, model.gru_reset)

@@ -18,6 +18,12 @@ PARAMS = (Param("input_weight", None, ("hidden", "below")),
           Param("bias", None, ("hidden",), bias=True))
 #: The layer's state: what step t passes to step t + 1.
 STATE = ("hidden",)
+#: The gates, in PyTorch's order (none: an Elman cell has one pre-activation).
+GATES: tuple[str, ...] = ()
+#: The notation preset a spec gets when it names none.
+NOTATION = "d2l"
+#: Nodes whose adjoint gets a name (a delta) in the recursion.
+NAMED = {"pre_activation": "delta"}
 
 
 def step(sym: "Symbols", layer: int, time: sp.Expr, below: sp.MatrixSymbol) -> list[Assign]:
