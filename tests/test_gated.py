@@ -124,6 +124,8 @@ def _cases() -> list[tuple[str, dict[str, Any]]]:
                                                             truncate=2, truncate_style="chunk", clip_norm=0.1, **kw)),
             (f"{tag}-col-mse-last-mean-sigmoid", gated_spec(cell, at="last_step", reduction="mean",
                                                             output_activation="sigmoid", **kw)),
+            (f"{tag}-col-ce-last-sum-nobias", gated_spec(cell, kind="cross_entropy", at="last_step", output_size=3,
+                                                         bias=False, steps=4, **kw)),
             (f"{tag}-row-window1-stack-bce-every", gated_spec(cell, layout="row", hidden_sizes=(2, 2), truncate=1,
                                                               steps=3, kind="bce", **kw)),
         ]
@@ -542,3 +544,41 @@ def test_gru_bias_keys_and_recurrent_bias_in_torch_dicts() -> None:
     nobias = module(gated_spec("lstm", bias=False))
     p2, *_ = problem(gated_spec("lstm", bias=False), nobias)
     assert not [k for k in nobias.to_torch(p2) if "bias" in k]
+
+
+# --------------------------------------------------------------------------- the benchmark's baseline
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_handwritten_benchmark_baseline_matches_reference(cell: str) -> None:
+    """benchmarks/_handwritten_gated.py (what bench_gated.py measures against) is right:
+    loss and every gradient equal the reference (float64), and float32 stays float32."""
+    sys.path.insert(0, str(HERE.parent / "benchmarks"))
+    import _handwritten_gated as hw
+
+    spec = gated_spec(cell, input_size=5, hidden_sizes=(4,), output_size=5, kind="cross_entropy",
+                      output_activation="softmax", steps=6)
+    meta = gated_meta(spec)
+    rng = np.random.default_rng(0)
+    params = {n: 0.5 * rng.standard_normal(v["shape"]) for n, v in meta.items()}
+    xs = rng.standard_normal((6, 3, 5))
+    targets = rng.integers(0, 5, size=(6, 3))
+    loss, ref = reference_loss_and_grads(spec, meta, params, xs, targets)
+    per = {g: {"W": params[f"W{g}1"], "U": params[f"U{g}1"], "b": params[f"b{g}1"]} for g in GATES[cell]}
+    layer = hw.pack_lstm(per) if cell == "lstm" else hw.pack_gru(per, params["cn1"])
+    h_loss, got = hw.softmax_ce_loss_and_grads(cell, [layer], params["Vout"], params["cout"], xs, targets)
+    np.testing.assert_allclose(h_loss, loss, **TOL)
+    order = ("i", "f", "o", "g") if cell == "lstm" else ("r", "z", "n")
+    for k, g in enumerate(order):
+        block = slice(4 * k, 4 * k + 4)
+        for key in ("W", "U", "b"):
+            np.testing.assert_allclose(got[key][0][block], ref[f"{key}{g}1"], err_msg=f"{key}{g}", **TOL)
+    if cell == "gru":
+        np.testing.assert_allclose(got["cn"][0], ref["cn1"], **TOL)
+    np.testing.assert_allclose(got["V"], ref["Vout"], **TOL)
+    np.testing.assert_allclose(got["c"], ref["cout"], **TOL)
+    np.testing.assert_allclose(got["xs"], ref["xs"], **TOL)
+    f32 = [{k: v.astype(np.float32) for k, v in layer.items()}]
+    _, g32 = hw.softmax_ce_loss_and_grads(cell, f32, params["Vout"].astype(np.float32),
+                                          params["cout"].astype(np.float32), xs.astype(np.float32), targets)
+    assert all(g.dtype == np.float32 for g in (g32["W"][0], g32["U"][0], g32["xs"], g32["V"]))
