@@ -304,7 +304,7 @@ def build(derivation: Derivation, command: str, language: str = "en", numbers: N
     catalog(language)
     h = _Handout(derivation, command, numbers)
     spec = derivation.spec
-    source = msg(f"source.{spec.notation.preset}")
+    source = msg(f"source.{spec.preset}")
     layout = msg(f"layout.{spec.layout}")
     first = msg("intro.follows", source=source, layout=layout) if h.preset else \
         msg("intro.custom", spec=Code(spec.name), source=source, layout=layout)
@@ -332,7 +332,7 @@ class _Handout:
         self.labels = equation_labels(derivation)
         self.act = ACTIVATIONS[self.m.activation]
         self.numbers = numbers
-        self.notation = self.spec.notation.preset
+        self.notation = self.spec.preset
         self.preset = _is_preset(self.spec)
         self.tags: dict[str, str] = {}
         # the index of an output entry: a letter the notation does not already use

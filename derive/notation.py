@@ -245,7 +245,7 @@ class Names:
         if cell is not None and cell.GATES:
             from derive.spec import Model   # the cell's own declaration says which exist
             model = Model(input_size=1, hidden_sizes=(1,), bias=bias, gru_reset=reset)
-            out += [(f"notation.names.{p.role}.{p.gate}", self.python(p.role, layer, p.gate))
+            out += [(f"notation.names.{toml_key(p.role + '.' + p.gate)}", self.python(p.role, layer, p.gate))
                     for layer in layers for p in cell.PARAMS if p.present(model)]
             roles = [r for r in ("output_weight", "output_bias", "hidden")
                      if (output or not r.startswith("output")) and (bias or r != "output_bias")]

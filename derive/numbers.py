@@ -133,7 +133,7 @@ def worked_example(d: Derivation) -> Numbers:
     loss = float(evaluate(d.scale * sp.MatAdd(*[a.lhs for a in d.unrolled.losses]), env, backend, sizes)[0, 0]) \
         if len(d.unrolled.losses) > 1 else float(d.scale * env[d.unrolled.losses[0].lhs][0, 0])
     params = {sym.names.python(sym.info[p].role, sym.info[p].layer): env[p] for p in sym.params()}
-    params = {k: (v.reshape(-1) if sym.info[p].role in ("bias", "output_bias") else v)
+    params = {k: (v.reshape(-1) if sym.info[p].role in ("bias", "output_bias", "recurrent_bias") else v)
               for (k, v), p in zip(params.items(), sym.params())}
     steps = tuple(tokens[i % len(tokens)] for i in range(spec.bptt.steps)) if tokens else ()
     return Numbers(eta, env, uses, totals, updated, loss, steps, xs, targets, params)
@@ -165,7 +165,7 @@ def vanishing(d: Derivation, module: types.ModuleType, params: dict[str, np.ndar
     g = np.full((1, H), 1 / np.sqrt(H))
     out: dict[float, list[float]] = {}
     biases = [sym.names.python(sym.info[q].role, sym.info[q].layer) for q in sym.params()
-              if sym.info[q].role in ("bias", "output_bias")]
+              if sym.info[q].role in ("bias", "output_bias", "recurrent_bias")]
     for radius in RADII:
         # zero biases (and zero inputs): every state stays at 0, where the slope is largest
         p = {k: (np.zeros_like(w) if k in biases else w) for k, w in params.items()}

@@ -21,7 +21,7 @@ t = sp.Symbol("t", integer=True, positive=True)
 VECTOR_ROLES = ("input", "hidden", "pre_activation", "logits", "output", "target",
                 "upstream", "delta", "output_delta", "hidden_grad", "projection",
                 # gated cells: a gate's value, the LSTM's cell state, their adjoints
-                "gate", "cell", "cell_delta", "hidden_delta")
+                "gate", "cell", "cell_delta", "hidden_delta", "saved")
 
 
 @dataclass(frozen=True)

@@ -289,7 +289,9 @@ class LoopCodePrinter(NumPyPrinter):
 
     def _print_Transpose(self, expr: sp.Transpose) -> str:
         arg = expr.arg
-        if isinstance(arg, sp.MatrixSymbol) and self.sym.info[arg].role in ("bias", "output_bias"):
+        if isinstance(arg, (sp.HadamardProduct, sp.MatAdd)):   # (a ⊙ b)^T = a^T ⊙ b^T: rows stay rows
+            return self._print(arg.func(*[a.T for a in arg.args]))
+        if isinstance(arg, sp.MatrixSymbol) and self.sym.info[arg].role in ("bias", "output_bias", "recurrent_bias"):
             return self.refs[arg]   # biases are 1-D arrays: both layouts broadcast over rows
         if self._is_vector(arg):
             return self.refs[arg] if self.column else f"{self.refs[arg]}.T"
@@ -302,7 +304,7 @@ class LoopCodePrinter(NumPyPrinter):
         rows = expr.T if self.column else expr
         return sorted({e.arg for e in rows.atoms(sp.Transpose) if isinstance(e.arg, sp.MatrixSymbol)
                        and not self._is_vector(e.arg)
-                       and self.sym.info[e.arg].role not in ("bias", "output_bias")}, key=str)
+                       and self.sym.info[e.arg].role not in ("bias", "output_bias", "recurrent_bias")}, key=str)
 
     def _print_Symbol(self, expr: sp.Symbol) -> str:
         if expr in self._bound:
@@ -313,6 +315,11 @@ class LoopCodePrinter(NumPyPrinter):
         return self._bound[expr] if expr in self._bound else super()._print_Dummy(expr)
 
     def _print_MatAdd(self, expr: sp.MatAdd) -> str:
+        ones = [a for a in expr.args if isinstance(a, sp.OneMatrix)]
+        if ones and len(expr.args) == 2:   # 1 - z, as written
+            (rest,) = [a for a in expr.args if a not in ones]
+            text = self._print(rest)
+            return f"1 - {self._paren(-rest)}" if text.startswith("-") else f"1 + {text}"
         return _ordered_sum(self, expr)
 
     def _print_MatMul(self, expr: sp.MatMul) -> str:
@@ -345,7 +352,12 @@ class LoopCodePrinter(NumPyPrinter):
         return f"({text})" if isinstance(expr, (sp.MatAdd, sp.HadamardProduct)) else text
 
     def _print_HadamardProduct(self, expr: sp.HadamardProduct) -> str:
-        return " * ".join(self._paren(f) for f in expr.args)
+        # a product factor is bracketed: * and @ bind equally, left to right
+        return " * ".join(f"({self._print(f)})" if isinstance(f, sp.MatMul) and len(f.args) > 1
+                          and not isinstance(f.args[0], sp.Number) else self._paren(f) for f in expr.args)
+
+    def _print_OneMatrix(self, expr: sp.OneMatrix) -> str:
+        return "1"   # broadcast over the rows: 1 - z
 
     def _print_ElementwiseApplyFunction(self, expr: ElementwiseApplyFunction) -> str:
         (var,) = expr.function.variables
@@ -520,10 +532,15 @@ class LoopCodePrinter(NumPyPrinter):
             return f"{self.refs[expr]}.sum(axis=(0, 1))"
         if isinstance(expr, sp.Transpose) and self._is_vector(expr.arg):
             return f"{self.refs[expr.arg]}.sum(axis=(0, 1))"
+        if isinstance(expr, sp.HadamardProduct):   # a vector expression (a GRU's δ_n ⊙ r): its rows summed
+            return f"({self.vector(expr)}).sum(axis=(0, 1))"
         coeff, factors = expr.as_coeff_matrices()
         if coeff == 1 and len(factors) == 2:
             leaves = [f.arg if isinstance(f, sp.Transpose) else f for f in factors]
-            arrays = [self.refs[f] for f in leaves]
+            # a leaf that is an expression (a GRU's δ_n ⊙ r) is printed as rows over all steps
+            arrays = [self.refs[f] if isinstance(f, sp.MatrixSymbol) else
+                      self._print(f.T if f.shape[1] == 1 and f.shape[0] != 1 else f)
+                      for f in leaves]
             if leaves[0] in self.tokens:   # onehot^T values: rows added where the tokens point
                 return f"_scatter_steps({arrays[0]}, {arrays[1]}, {self.tokens[leaves[0]]})"
             if leaves[1] in self.tokens:   # values^T onehot: the same, transposed

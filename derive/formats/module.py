@@ -28,6 +28,8 @@ from derive.document import equation_labels
 from derive.emit import render
 from derive.emit.printers import LoopCodePrinter
 from derive.formats.base import Format, Job
+from derive.emit.gated import layers_view as gated_layers
+from derive.spec import SpecError
 from derive.matrices import LogSumExp, elementwise
 from derive.rules import ACTIVATIONS, LOSSES
 from derive.rules.losses import Pick
@@ -98,11 +100,11 @@ def _param_view(sym, local: Namer) -> list[dict]:
     for p in sym.params():
         q = sym.info[p]
         shape = tuple(int(sp.sympify(d).xreplace(sizes)) for d in p.shape)
-        if q.role in ("bias", "output_bias"):
+        if q.role in ("bias", "output_bias", "recurrent_bias"):
             shape = (max(shape),)
-        name = sym.names.python(q.role, q.layer)
+        name = sym.names.python(q.role, q.layer, q.gate)
         out.append({"name": name, "local": local(name), "role": q.role, "layer": q.layer,
-                    "shape": repr(shape), "gate": "None"})   # Elman cells have no gates
+                    "shape": repr(shape), "gate": repr(q.gate)})
     return out
 
 
@@ -117,13 +119,16 @@ def module_view(derivation: "Derivation", command: str, template: str, local: Na
     params = _param_view(sym, local)
     h = {l: local(names.python("hidden", l)) for l in range(1, L + 1)}
     delta = {l: local("delta_" + h[l]) for l in range(1, L + 1)}
-    refs: dict = {p: local(names.python(sym.info[p].role, sym.info[p].layer)) for p in sym.params()}
+    refs: dict = {p: local(names.python(sym.info[p].role, sym.info[p].layer, sym.info[p].gate)) for p in sym.params()}
 
     def printer(extra: dict, steps: bool = False) -> LoopCodePrinter:
         return LoopCodePrinter(sym, {**refs, **extra}, steps)
 
-    layers = []
-    for lr in rule.layers:
+    # a gated cell's layers have their own view (derive/formats/gated.py)
+    layers = gated_layers(rule, spec, local, refs) if sym.cell.GATES else []
+    for layer in layers:
+        layer["param_locals"] = [x for x in params if x["layer"] == layer["layer"]]
+    for lr in ([] if sym.cell.GATES else rule.layers):
         l = lr.layer
         H = m.hidden_sizes[l - 1]
         hv, dv = local(f"{h[l]}v"), local(f"{delta[l]}v")   # lists of per-step views: cheap to index
@@ -214,6 +219,7 @@ def module_view(derivation: "Derivation", command: str, template: str, local: Na
             "grads": grads, "total": total, "down": down_ages if l > 1 else down_sum,
             "down_is_xs": l == 1, "h0": h0,
             "param_locals": [x for x in params if x["layer"] == l],
+            "step_state": f'cache["{h[l]}"][1]',
         })
     output = None
     loss = LOSSES[spec.loss.kind]
@@ -226,7 +232,7 @@ def module_view(derivation: "Derivation", command: str, template: str, local: Na
         pred = [a.rhs for a in rule.output if sym.info[a.lhs].role == "output"]
         d_refs = {**o_refs, sym("output_delta", None, t): "dlogits"}
         loss_refs = {**o_refs, sym("upstream", None, t): "y"}
-        key = {p: names.python(sym.info[p].role, sym.info[p].layer) for p in sym.params()}
+        key = {p: names.python(sym.info[p].role, sym.info[p].layer, sym.info[p].gate) for p in sym.params()}
         target = sym("target", None, t)
         at = derivation.unrolled.at(t)
         # the loss value: with class targets, y . z is read at the class index (no one-hot)
@@ -276,10 +282,17 @@ def module_view(derivation: "Derivation", command: str, template: str, local: Na
         "probability_targets": loss.target == "probability", "loss_kind": spec.loss.kind, "last_step": spec.loss.at == "last_step",
         "mean": spec.loss.reduction == "mean", "truncate": k, "chunk": spec.bptt.truncate if chunk else 0,
         "truncate_value": spec.bptt.truncate, "clip": repr(float(spec.bptt.clip)),
-        "clip_norm": repr(float(spec.bptt.clip_norm)), "torch": _torch_view(params, spec), "pad_steps": 0,
+        "clip_norm": repr(float(spec.bptt.clip_norm)), "torch": _torch_view(params, spec, sym.cell.GATES), "pad_steps": 0,
         "torch_out": '"out.weight" and "out.bias"' if m.bias else '"out.weight"',
         "hidden_sizes": repr(list(m.hidden_sizes)), "reversed_layers": list(reversed(layers)),
         "output_activation": m.output_activation,
+        "state_pairs": len(sym.cell.STATE) > 1,
+        "torch_module": {"elman": "RNN", "lstm": "LSTM", "gru": "GRU"}[m.cell],
+        "torch_gates": ", ".join(sym.cell.GATES) if sym.cell.GATES else "(one block: no gates)",
+        "torch_hh_note": (" (the n gate's bias_hh block is its recurrent_bias)"
+                          if m.cell == "gru" and m.gru_reset == "after" and m.bias else ""),
+        "cache_size": (str(3 + sum(len(x["cache_entries"].split(":")) - 1 for x in layers)) if sym.cell.GATES
+                       else "len(_HIDDEN) + 3"),
         "style_note": "loop style", "math_note": "'s generic step rule",
     }
 
@@ -362,16 +375,23 @@ def _fused_top(pr: LoopCodePrinter, expr: sp.MatrixExpr, target: sp.MatrixSymbol
     return lines, text, [f"dtop *= {pr._print(scale)}"] if scale != 1 else []
 
 
-def _torch_view(params: list[dict], spec) -> list[dict]:
-    """Each parameter's key in the state_dict of torch.nn.RNN (+ nn.Linear `out`), and whether
-    it is stored transposed there: torch keeps every weight as (out_features, in_features),
-    as the column layout does; the row layout's weights are their transposes."""
+def _torch_view(params: list[dict], spec, gates: tuple[str, ...]) -> list[dict]:
+    """Each parameter's key in the state_dict of torch.nn.RNN / LSTM / GRU (+ nn.Linear `out`),
+    its block there (torch stacks the gates' rows in its gate order, which is the cells'),
+    whether it is stored transposed (torch keeps every weight as (out_features,
+    in_features), as the column layout does), and the key of the second torch bias that
+    from_torch adds into it (none for the GRU's n gate with reset after: torch's bias_hh
+    block of n is that gate's recurrent_bias)."""
     rows = []
+    gru_after = spec.model.cell == "gru" and spec.model.gru_reset == "after" and spec.model.bias
     for x in params:
         k = x["layer"] - 1
         key = {"input_weight": f"weight_ih_l{k}", "recurrent_weight": f"weight_hh_l{k}", "bias": f"bias_ih_l{k}",
-               "output_weight": "out.weight", "output_bias": "out.bias"}[x["role"]]
-        rows.append({"name": x["name"], "key": key, "hh_key": f"bias_hh_l{k}" if x["role"] == "bias" else "",
+               "recurrent_bias": f"bias_hh_l{k}", "output_weight": "out.weight", "output_bias": "out.bias"}[x["role"]]
+        gate = eval(x["gate"])   # the repr of a validated gate letter or None
+        added = x["role"] == "bias" and not (gru_after and gate == "n")
+        rows.append({"name": x["name"], "key": key, "hh_key": f"bias_hh_l{k}" if added else "",
+                     "block": gates.index(gate) if gate else 0, "blocks": len(gates) if gate else 1,
                      "transpose": spec.layout == "row" and "weight" in x["role"]})
     return rows
 
@@ -464,6 +484,10 @@ class ModuleFormat(Format):
 
     def render(self, job: Job) -> dict[str, bytes]:
         template = STYLES[job.style]
+        if job.derivation.sym.cell.GATES:
+            if job.style != "loop":
+                raise SpecError(f"style: {job.style!r} is not built for {job.derivation.spec.model.cell} cells yet; use 'loop'")
+            template = "module_gated.py.j2"
         if job.style == "loop":
             view = module_view(job.derivation, job.command, template)
         else:

@@ -51,7 +51,7 @@ def init_params(seed=0, scale=0.1):
     rng = np.random.default_rng(seed)
     params = {}
     for name, info in PARAMS.items():
-        if info["role"] in ("bias", "output_bias"):
+        if info["role"] in ("bias", "output_bias", "recurrent_bias"):
             params[name] = np.zeros(info["shape"])
         else:
             params[name] = scale * rng.standard_normal(info["shape"])
@@ -223,25 +223,29 @@ def loss_and_grads(params, xs, targets, h0=None, *, return_state=False, clip=Non
 
 
 #: parameter -> (its key in the state_dict of torch.nn.RNN, stored
-#: transposed there, the key of the second torch bias added into it)
+#: transposed there, the key of the second torch bias added into it, its block of rows and
+#: the number of blocks: torch stacks the gates in the order (one block: no gates))
 _TORCH = {
-    "W_1": ("weight_ih_l0", True, None),
-    "V_1": ("weight_hh_l0", True, None),
-    "b_1": ("bias_ih_l0", False, "bias_hh_l0"),
-    "W_2": ("weight_ih_l1", True, None),
-    "V_2": ("weight_hh_l1", True, None),
-    "b_2": ("bias_ih_l1", False, "bias_hh_l1"),
+    "W_1": ("weight_ih_l0", True, None, 0, 1),
+    "V_1": ("weight_hh_l0", True, None, 0, 1),
+    "b_1": ("bias_ih_l0", False, "bias_hh_l0", 0, 1),
+    "W_2": ("weight_ih_l1", True, None, 0, 1),
+    "V_2": ("weight_hh_l1", True, None, 0, 1),
+    "b_2": ("bias_ih_l1", False, "bias_hh_l1", 0, 1),
 }
 
 
 def to_torch(params):
     """NumPy arrays keyed as the state_dict of torch.nn.RNN(num_layers=2): each bias in bias_ih, zeros in bias_hh."""
     out = {}
-    for name, (key, transpose, hh_key) in _TORCH.items():
+    for name, (key, transpose, hh_key, block, blocks) in _TORCH.items():
         value = np.asarray(params[name])
-        out[key] = value.T.copy() if transpose else value.copy()
+        value = value.T if transpose else value
+        size = value.shape[0]
+        whole = out.setdefault(key, np.zeros((blocks * size,) + value.shape[1:], dtype=value.dtype))
+        whole[block * size:(block + 1) * size] = value
         if hh_key:
-            out[hh_key] = np.zeros_like(out[key])
+            out.setdefault(hh_key, np.zeros_like(whole))
     return out
 
 
@@ -249,13 +253,15 @@ def from_torch(state_dict):
     """Parameters from such a state_dict (any array-likes: torch tensors, NumPy arrays);
     bias_ih and bias_hh are added into one bias."""
     params = {}
-    for name, (key, transpose, hh_key) in _TORCH.items():
+    for name, (key, transpose, hh_key, block, blocks) in _TORCH.items():
         for k in (key, hh_key) if hh_key else (key,):
             if k not in state_dict:
                 raise ValueError(f"state_dict: missing {k!r} (for {name!r})")
-        value = np.asarray(state_dict[key]).copy()
+        whole = np.asarray(state_dict[key])
+        size = whole.shape[0] // blocks if whole.ndim else 0
+        value = whole[block * size:(block + 1) * size].copy()
         if hh_key:
-            value = value + np.asarray(state_dict[hh_key])
+            value = value + np.asarray(state_dict[hh_key])[block * size:(block + 1) * size]
         params[name] = value.T.copy() if transpose else value
         _check_array(f"state_dict[{key!r}]", params[name], PARAMS[name]["shape"])
     return params
