@@ -486,7 +486,7 @@ class ModuleFormat(Format):
         template = STYLES[job.style]
         if job.derivation.sym.cell.GATES:
             if job.style != "loop":
-                raise SpecError(f"style: {job.style!r} is not built for {job.derivation.spec.model.cell} cells yet; use 'loop'")
+                raise SpecError([f"style: {job.style!r} is not built for {job.derivation.spec.model.cell} cells yet; use 'loop'"])
             template = "module_gated.py.j2"
         if job.style == "loop":
             view = module_view(job.derivation, job.command, template)
