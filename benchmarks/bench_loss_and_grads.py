@@ -2,6 +2,8 @@
 against hand-written NumPy, torch and JAX, in fresh processes and paired in one process.
 
     python benchmarks/bench_loss_and_grads.py [--quick] [--out FILE] [--baseline-derive CMD]
+        [--only fresh|paired] [--funcs loss_and_grads,backward] [--impls generated,generated+ws,...]
+        [--sizes 0,1,2,3]
 
 The model is the Elman RNN of ``bench_rnn.py`` (tanh, bias, column layout) at its four sizes
 (B, T, D, H), with an output layer of V = D classes, softmax and cross-entropy (sum) at
@@ -15,6 +17,14 @@ Measured, per implementation, size and dtype (float64, float32):
   ``--warm`` seconds ("warm"). Page faults per call (``resource.getrusage``: minor + major,
   after the first call) and the peak memory of one call (tracemalloc, and the rise of the
   peak RSS, VmHWM after resetting it through /proc/self/clear_refs) come from that process.
+* generated+ws: the generated module with one ``Workspace()`` passed on every call, as a
+  training loop passes it (its buffers outlive the call: "workspace MB" is what it holds);
+  the ratio tables divide by its times.
+* threads: NumPy's OpenBLAS, torch and XLA use both cores by default. On a loaded machine
+  two spinning BLAS threads per process make NumPy and torch many times slower while XLA
+  barely notices; for a contention-robust comparison run everything on one thread:
+  ``OPENBLAS_NUM_THREADS=1 BENCH_TORCH_THREADS=1 XLA_FLAGS="--xla_cpu_multi_thread_eigen=false
+  intra_op_parallelism_threads=1" python benchmarks/bench_loss_and_grads.py ...``
 * paired: all implementations in one process, each warmed up for ``--warm`` seconds, then
   one call of each in turn (a new random order every round, a 50 ms pause before each call
   so that the thread pools of the previous library stop spinning); the median per
@@ -49,7 +59,8 @@ sys.path.insert(0, str(HERE))
 import _handwritten as hw  # noqa: E402
 from bench_rnn import CASES, Case  # noqa: E402  (the four sizes)
 
-IMPLS = ("generated", "handwritten", "torch", "jax")
+IMPLS = ("generated", "generated+ws", "handwritten", "torch", "jax")
+WS = "generated+ws"   # the generated module with a Workspace() passed on every call (a training loop's way)
 UNCHECKED = "generated, check_finite=False"   # --unchecked: the cost of the input scan
 DTYPES = ("float64", "float32")
 FUNCS = ("loss_and_grads", "backward")
@@ -134,6 +145,10 @@ def make_calls(impl: str, case: Case, dtype: str, module, derive_paths: dict[str
         mod = import_path(derive_paths[impl], "_bench_before") if impl in derive_paths else module
         hs, cache = mod.forward(params, xs)
         check = impl != UNCHECKED   # what users see is the default, check_finite=True
+        if impl == WS:
+            ws = mod.Workspace()
+            return {"loss_and_grads": lambda: mod.loss_and_grads(params, xs, targets, workspace=ws),
+                    "backward": lambda: mod.backward(dhs, cache, workspace=ws), "workspace": ws}
         return {"loss_and_grads": lambda: mod.loss_and_grads(params, xs, targets, check_finite=check),
                 "backward": lambda: mod.backward(dhs, cache, check_finite=check)}
     rnn, out = split(module, params)
@@ -143,7 +158,7 @@ def make_calls(impl: str, case: Case, dtype: str, module, derive_paths: dict[str
                 "backward": lambda: hw.backward(dhs, kept)}
     if impl == "torch":
         import torch
-        torch.set_num_threads(2)
+        torch.set_num_threads(int(os.environ.get("BENCH_TORCH_THREADS", "2")))
         tdtype = getattr(torch, dtype)
         net = torch.nn.RNN(case.input_size, case.hidden[0], num_layers=len(case.hidden), nonlinearity="tanh").to(tdtype)
         lin = torch.nn.Linear(case.hidden[-1], case.input_size).to(tdtype)
@@ -251,7 +266,8 @@ def worker(args) -> None:
     job = json.loads(args.worker)
     case = CASES[job["case"]]
     module = import_path(Path(job["module"]), "_bench_generated")
-    call = make_calls(job["impl"], case, job["dtype"], module, {k: Path(v) for k, v in job["paths"].items()})[job["func"]]
+    calls = make_calls(job["impl"], case, job["dtype"], module, {k: Path(v) for k, v in job["paths"].items()})
+    call = calls[job["func"]]
     t0 = time.perf_counter()
     call()
     first = time.perf_counter() - t0
@@ -266,7 +282,8 @@ def worker(args) -> None:
     warm_faults = (faults() - f0) / job["calls"]
     result = {"first": first, "early": statistics.median(early), "warm": statistics.median(warm),
               "early_faults": early_faults, "faults": warm_faults, "rss": rss_peak_of(call),
-              "traced": traced_peak_of(call)}
+              "traced": traced_peak_of(call),
+              "held": calls["workspace"].nbytes / 1e6 if "workspace" in calls else None}
     print(json.dumps(result))
 
 
@@ -357,12 +374,19 @@ def main() -> None:
     ap.add_argument("--out", help="write the Markdown tables to this file too")
     ap.add_argument("--unchecked", action="store_true", help=f"also measure '{UNCHECKED}'")
     ap.add_argument("--only", choices=("fresh", "paired"), help="one of the two ways (default: both)")
+    ap.add_argument("--funcs", default=",".join(FUNCS), help="comma-separated: loss_and_grads, backward")
+    ap.add_argument("--impls", help=f"a comma-separated subset of {', '.join(IMPLS)} (default: all installed)")
+    ap.add_argument("--sizes", help="comma-separated indices into bench_rnn.CASES (0-3; default: all, --quick: 1,2)")
     args = ap.parse_args()
     if args.worker:
         worker(args)
         return
     impls = [i for i in IMPLS if i not in ("torch", "jax") or importlib.util.find_spec(i)]
+    if args.impls:
+        impls = [i for i in impls if i in args.impls.split(",")]
     cases = [1, 2] if args.quick else list(range(len(CASES)))
+    if args.sizes:
+        cases = [int(c) for c in args.sizes.split(",")]
     tmp = Path(tempfile.mkdtemp(prefix="bench-lag-"))
     modules, paths = {}, {}
     for ci in cases:
@@ -373,8 +397,11 @@ def main() -> None:
         impls.insert(1, "generated (before)")
     if args.unchecked:
         impls.insert(1, UNCHECKED)
+    threads = " ".join(f"{k}={os.environ[k]!r}" for k in ("OPENBLAS_NUM_THREADS", "BENCH_TORCH_THREADS", "XLA_FLAGS")
+                       if k in os.environ)
     lines = ["## Training-loop benchmark: `loss_and_grads` and `backward` (issue 15)", "",
-             f"Command: `python benchmarks/bench_loss_and_grads.py {' '.join(sys.argv[1:])}`", "", *machine()]
+             f"Command: `{threads + ' ' if threads else ''}python benchmarks/bench_loss_and_grads.py {' '.join(sys.argv[1:])}`",
+             "", *machine()]
     peak = dgemm_peak()
     lines += [f"- measured dgemm peak (2048 x 2048 float64, NumPy, best of 5): {peak:.1f} GFLOP/s", ""]
     env = dict(os.environ)
@@ -385,13 +412,15 @@ def main() -> None:
         out.append(text)
         print(text, flush=True)
 
-    for func in FUNCS:
+    base = WS if WS in impls else "generated"   # the ratios' denominator
+    for func in [f for f in FUNCS if f in args.funcs.split(",")]:
+        ratios: list[str] = []   # the fresh runs' warm and early times over the base's
         if args.only != "paired":
             emit(f"### `{func}`: fresh processes (alternating; median of {args.repeats}), ms per call")
             emit()
             emit("| size | dtype | impl | first call | early (no warm-up) | warm | faults/call early | faults/call warm"
-                 " | peak traced MB | peak RSS rise MB |")
-            emit("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
+                 " | peak traced MB | peak RSS rise MB | workspace MB |")
+            emit("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
             for ci in cases:
                 for dtype in DTYPES:
                     runs: dict[str, list[dict]] = {i: [] for i in impls}
@@ -411,25 +440,40 @@ def main() -> None:
                         traced = fmt(med["traced"], ".1f") if impl.startswith(("generated", "handwritten")) else "n/a"
                         emit(f"| {CASES[ci].label} | {dtype} | {impl} | {med['first'] * 1e3:.1f} | {med['early'] * 1e3:.2f}"
                              f" | {med['warm'] * 1e3:.2f} | {med['early_faults']:.0f} | {med['faults']:.0f} | {traced}"
-                             f" | {fmt(med['rss'], '.1f')} |")
+                             f" | {fmt(med['rss'], '.1f')} | {fmt(med['held'], '.1f') if med['held'] is not None else ''} |")
+                        runs[impl] = med
+                    if all(isinstance(runs[i], dict) and "warm" in runs[i] for i in impls):
+                        ratios.append(f"| {CASES[ci].label} | {dtype} | " + " | ".join(
+                            f"{runs[i]['warm'] / runs[base]['warm']:.2f}x, {runs[i]['early'] / runs[base]['early']:.2f}x"
+                            for i in impls if i != base) + " |")
             emit()
+            if ratios:
+                emit(f"#### `{func}`, fresh processes: time of each implementation / time of {base} (warm, early);"
+                     " above 1 = slower than it")
+                emit()
+                emit("| size | dtype | " + " | ".join(i for i in impls if i != base) + " |")
+                emit("|---|---|" + "---:|" * (len(impls) - 1))
+                for line in ratios:
+                    emit(line)
+                emit()
         if args.only != "fresh":
             emit(f"### `{func}`: paired in one process (warm-up {args.warm} s each, median of {args.rounds} rounds), "
-                 "ms per call and ratio to the generated module")
+                 f"ms per call and ratio to {base}")
             emit()
-            emit("| size | dtype | " + " | ".join(impls) + " | faults/call (generated) | generated GFLOP/s (% of the float64 dgemm peak) |")
+            emit("| size | dtype | " + " | ".join(impls) + f" | faults/call ({base}) | {base} GFLOP/s (% of the float64 dgemm peak) |")
             emit("|---|---|" + "---:|" * (len(impls) + 2))
             for ci in cases:
                 for dtype in DTYPES:
                     res = paired(impls, CASES[ci], dtype, import_path(modules[ci], f"_bench_paired_{ci}"),
                                  paths.get(ci, {}), func, args.warm, args.rounds)
-                    gen = res["generated"]["time"]
-                    cells = [f"{res[i]['time'] * 1e3:.2f}" + ("" if i == "generated" else f" ({res[i]['time'] / gen:.2f}x)")
+                    gen = res[base]["time"]
+                    cells = [f"{res[i]['time'] * 1e3:.2f}" + ("" if i == base else f" ({res[i]['time'] / gen:.2f}x)")
                              for i in impls]
                     rate = flops(CASES[ci]) / gen / 1e9 if func == "loss_and_grads" else CASES[ci].flops() * 2 / 3 / gen / 1e9
                     emit(f"| {CASES[ci].label} | {dtype} | " + " | ".join(cells) +
-                         f" | {res['generated']['faults']:.0f} | {rate:.1f} ({100 * rate / peak:.0f} %) |")
+                         f" | {res[base]['faults']:.0f} | {rate:.1f} ({100 * rate / peak:.0f} %) |")
             emit()
+    emit(f"Load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}.")
     if args.out:
         Path(args.out).write_text("\n".join(lines + out) + "\n")
 

@@ -13,6 +13,7 @@ and one template `<kind>.<suffix>.j2` per format.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -23,7 +24,7 @@ from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 from sympy.matrices.expressions.diagonal import DiagMatrix
 from sympy.matrices.expressions.matexpr import MatrixElement
 
-from derive.emit.printers import HandoutLatexPrinter, Norm, Partial, Slope
+from derive.emit.printers import HandoutLatexPrinter, Norm, Partial, Slope, _ordered
 from derive.rules import ACTIVATIONS, u, v
 from derive.spec import SpecError
 
@@ -277,6 +278,19 @@ SLIPS = {
 }
 
 
+#: The gate on a gated cell's additive path: an LSTM's forget gate scales c_{t-1}, a GRU's update
+#: gate h_{t-1} (PyTorch's convention, h_t = z ⊙ h_{t-1} + (1 - z) ⊙ n_t).
+KEEP = {"lstm": "f", "gru": "z"}
+
+#: The order of the gate blocks in each framework's stacked weights, in its own letters, and
+#: which of this cell's gates (PyTorch's letters) each letter is (issue 14, the convention box).
+GATE_ORDERS = {
+    "lstm": (("PyTorch", "ifgo", "ifgo"), ("Keras", "ifco", "ifgo"), ("ONNX", "iofc", "iofg"),
+             ("CS231n", "ifog", "ifog")),
+    "gru": (("PyTorch", "rzn", "rzn"), ("Keras", "zrh", "zrn"), ("ONNX", "zrh", "zrn")),
+}
+
+
 def equation_labels(d: Derivation) -> dict[tuple[str, sp.MatrixSymbol], str]:
     """The names (`eq:...`) of the equations that define a forward quantity, a delta or
     a total, keyed by what they define; the unrolled module cites the same names."""
@@ -288,8 +302,22 @@ def equation_labels(d: Derivation) -> dict[tuple[str, sp.MatrixSymbol], str]:
         for i, a in enumerate(x for x in d.deltas if x.time == time):
             out["delta", a.lhs] = f"eq:{name}:delta:{int(time)}:{i}"
     for p in d.uses:
-        out["total", p] = f"eq:{name}:total:{sym.names.python(sym.info[p].role, sym.info[p].layer)}"
+        q = sym.info[p]
+        out["total", p] = f"eq:{name}:total:{sym.names.python(q.role, q.layer, q.gate)}"
     return out
+
+
+#: The most lines a table of a gated cell's worked example may take (it must fit on one page).
+PAGE_LINES = 60
+
+#: The widest a line of a gated cell's equations may be, in `_width` units (about 4 pt each).
+WIDTH = 80
+
+
+def _width(latex: str) -> int:
+    """A rough printed width of a line of LaTeX math: its symbols, with every command one."""
+    text = re.sub(r"\\(left|right|top|quad|,)\b", "", latex)
+    return len(re.sub(r"[{}^_ ]", "", re.sub(r"\\[a-zA-Z]+", "x", text)))
 
 
 def _is_preset(spec) -> bool:
@@ -309,10 +337,38 @@ def build(derivation: Derivation, command: str, language: str = "en", numbers: N
     first = msg("intro.follows", source=source, layout=layout) if h.preset else \
         msg("intro.custom", spec=Code(spec.name), source=source, layout=layout)
     lead = Paragraph((first, msg("intro.printed")))
-    sections = (h.model(), h.bridge(), h.forward(), h.loss(), h.deltas(), h.grads(), h.paths(),
-                h.vanishing(), h.example(), h.training(), h.proof(), h.notes())
+    if h.gated:   # an LSTM or GRU: its gates, the additive path, the frameworks' conventions
+        sections = (h.model(), h.bridge(), h.gates(), h.forward(), h.loss(), h.deltas(), h.grads(), h.paths(),
+                    h.additive(), h.conventions(), h.example(), h.proof())
+    else:
+        sections = (h.model(), h.bridge(), h.forward(), h.loss(), h.deltas(), h.grads(), h.paths(),
+                    h.vanishing(), h.example(), h.training(), h.proof(), h.notes())
     return Document(language, spec.name, command, Text(spec.title or spec.name),
                     msg("author", spec=Code(spec.name)), lead, tuple(s for s in sections if s is not None))
+
+
+class _ElmanSymbols:
+    """The symbols of one spec plus those of an Elman cell in the same notation (its recurrent
+    weight and pre-activation), for a gated handout's comparison with the Elman product."""
+
+    def __init__(self, sym, layer: int):
+        from derive.symbols import Quantity
+        self._sym, self._layer, self._quantity = sym, layer, Quantity
+        self.info = dict(sym.info)
+        n = sym.hidden_dims[layer - 1]
+        self.weight = self._add(sp.MatrixSymbol(f"elman:recurrent_weight[{layer}]", n, n), "recurrent_weight")
+
+    def _add(self, symbol: sp.MatrixSymbol, role: str, time=None) -> sp.MatrixSymbol:
+        self.info[symbol] = self._quantity(role, self._layer, time)
+        return symbol
+
+    def pre_activation(self, time) -> sp.MatrixSymbol:
+        n = self._sym.hidden_dims[self._layer - 1]
+        return self._add(sp.MatrixSymbol(f"elman:pre_activation[{self._layer}]@{time}", *self._sym.vector(n)),
+                         "pre_activation", sp.sympify(time))
+
+    def __getattr__(self, name: str):
+        return getattr(self._sym, name)
 
 
 class _Handout:
@@ -335,6 +391,10 @@ class _Handout:
         self.notation = self.spec.preset
         self.preset = _is_preset(self.spec)
         self.tags: dict[str, str] = {}
+        #: a gated cell (LSTM, GRU): its gates in PyTorch's order, and the candidate's letter
+        self.cell = self.m.cell
+        self.gated = bool(self.sym.cell.GATES)
+        self.gate_keys: tuple[str, ...] = tuple(self.sym.cell.GATES)
         # the index of an output entry: a letter the notation does not already use
         names = self.sym.names
         taken = {self.python(p) for p in self.sym.params()} | \
@@ -352,7 +412,8 @@ class _Handout:
         return Text(f"({self.tags[key]})")
 
     def python(self, p: sp.MatrixSymbol) -> str:
-        return self.sym.names.python(self.sym.info[p].role, self.sym.info[p].layer)
+        q = self.sym.info[p]
+        return self.sym.names.python(q.role, q.layer, q.gate)
 
     def tex(self, expr: sp.Basic | str) -> str:
         return expr if isinstance(expr, str) else self.P.doprint(expr)
@@ -362,6 +423,60 @@ class _Handout:
 
     def line(self, lhs: sp.Basic | str, rhs: sp.Basic | str, label: str, op: str = "=", tag: str = "") -> Line:
         return Line(self.tex(lhs), op, self.tex(rhs), label, tag)
+
+    def layered(self, items: list[tuple[int | None, object]]) -> list[list[object]]:
+        """Items grouped by layer, for a stacked gated cell (its blocks would not fit on a page):
+        one group per layer (the output layer's items join the top layer's, an item of no layer
+        joins its neighbours); one group otherwise."""
+        if not (self.gated and self.L > 1):
+            return [[item for _, item in items]]
+        groups: list[tuple[int | None, list[object]]] = []
+        for layer, item in items:
+            layer = min(layer, self.L) if layer is not None else None
+            if groups and (layer is None or groups[-1][0] in (None, layer)):
+                groups[-1] = (groups[-1][0] if layer is None else layer, groups[-1][1] + [item])
+            else:
+                groups.append((layer, [item]))
+        return [group for _, group in groups]
+
+    def paged(self, items: list[tuple[int | None, tuple[Inline, ...]]]) -> list[list[tuple[Inline, ...]]]:
+        """Table rows grouped as `layered`, and for a gated cell each group cut into tables that
+        fit on a page (a table cannot break across pages): at most PAGE_LINES lines, a row of
+        matrices counting its matrix rows."""
+        groups = self.layered(items)
+        if not self.gated:
+            return groups
+        out: list[list[tuple[Inline, ...]]] = []
+        for group in groups:
+            out.append([])
+            used = 0
+            for row in group:
+                height = 1 + max(c.latex.count(r"\\") + 1 if isinstance(c, Math) and "matrix" in c.latex else 1 for c in row)
+                if out[-1] and used + height > PAGE_LINES:
+                    out.append([])
+                    used = 0
+                out[-1].append(row)
+                used += height
+        return out
+
+    def broken(self, lhs: sp.Basic, rhs: sp.Basic, label: str, tag: str = "") -> list[Line]:
+        """`lhs = rhs`; for a gated cell a long sum is broken after some terms into lines that
+        fit the page, each continuation starting with its sign."""
+        text = self.tex(rhs)
+        if not (self.gated and isinstance(rhs, sp.MatAdd)) or _width(text) <= WIDTH:
+            return [self.line(lhs, text, label, tag=tag)]
+        pieces = []
+        for i, term in enumerate(_ordered(self.sym, rhs.args)):
+            printed = self.tex(term)
+            pieces.append(printed if i == 0 else f"- {printed[1:].lstrip()}" if printed.startswith("-") else f"+ {printed}")
+        rows = [pieces[0]]
+        for piece in pieces[1:]:
+            if _width(rows[-1] + piece) > WIDTH:
+                rows.append(piece)
+            else:
+                rows[-1] += " " + piece
+        return [self.line(lhs, rows[0], label, tag=tag)] + \
+            [Line("", "", rf"\quad {row}", f"{label}:{i}") for i, row in enumerate(rows[1:], 1)]
 
     def step(self, time: sp.Expr) -> Paragraph:
         """The run-in heading "Step t = 2." of one step's equations."""
@@ -411,19 +526,27 @@ class _Handout:
         rows = []
         for p in sym.params():
             q = sym.info[p]
-            role: Inline = msg(f"role.{q.role}")
+            role: Inline = msg(f"role.gated.{q.role}", gate=self.gate_name(q.gate)) if q.gate else msg(f"role.{q.role}")
             if L > 1 and q.layer <= L:
                 role = msg("role_of_layer", role=role, layer=Text(str(q.layer)))
             rows.append((self.math(p), role, self.shape(p, sizes), Code(self.python(p))))
-        quantities = [("input", None)] + [("hidden", l) for l in range(1, L + 1)] + \
-            [("pre_activation", l) for l in range(1, L + 1)] + \
-            ([("logits", None), ("output", None)] if self.m.output_size else [])
-        for role_name, layer in quantities:
-            s = sym(role_name, layer, t)
-            role = msg(f"role.{role_name}", t=self.math(t)) if role_name == "input" else msg(f"role.{role_name}")
+        layers = [sym.info[p].layer for p in sym.params()]
+        if self.gated:   # per layer the states, then each gate's pre-activation and value
+            quantities = [("input", None, None)] + [(r, l, k) for l in range(1, L + 1) for r, k in
+                                                    [(r, None) for r in sym.cell.STATE] +
+                                                    [(r, k) for k in self.gate_keys for r in ("pre_activation", "gate")]]
+        else:
+            quantities = [("input", None, None)] + [("hidden", l, None) for l in range(1, L + 1)] + \
+                [("pre_activation", l, None) for l in range(1, L + 1)]
+        quantities += [("logits", None, None), ("output", None, None)] if self.m.output_size else []
+        for role_name, layer, gate in quantities:
+            s = sym(role_name, layer, t, gate=gate)
+            role = msg(f"role.{role_name}", t=self.math(t)) if role_name == "input" else \
+                msg(f"role.gated.{role_name}", gate=self.gate_name(gate)) if gate else msg(f"role.{role_name}")
             if L > 1 and layer is not None:
                 role = msg("role_of_layer", role=role, layer=Text(str(layer)))
             rows.append((self.math(s), role, self.shape(s, sizes), Code("-")))
+            layers.append(layer)
         if self.spec.loss.kind != "none":
             y = self.d.unrolled.at(t).target
             extra = {"labels": Math("0, 1")} if self.spec.loss.kind == "bce" else {}
@@ -436,19 +559,36 @@ class _Handout:
         rows += [(self.math(sym("loss", None, t)), msg("role.loss_t", t=self.math(t)), one, Code("-")),
                  (Math("L"), msg("role.loss"), one, Code("loss")),
                  (self.math(self.eta), msg("role.eta"), one, Code("-"))]
-        table = Table(tuple(msg(f"table.{c}") for c in ("symbol", "role", "shape", "code")), tuple(rows))
-        table = Table((table.header[0], table.header[2], table.header[3], table.header[1]),
-                      tuple((r[0], r[2], r[3], r[1]) for r in rows), wide=True)
+        layers += [None] * (len(rows) - len(layers))
+        header = tuple(msg(f"table.{c}") for c in ("symbol", "shape", "code", "role"))
+        tables = tuple(Table(header, tuple((r[0], r[2], r[3], r[1]) for r in group), wide=True)
+                       for group in self.layered(list(zip(layers, rows))))
         act = self.act
         name = P.function_name(act.value)
         vsym = sp.Symbol("v")
         slope = self.line(rf"{name}'(u)", P.doprint(act.slope.xreplace({v: act.value})) + " = "
                           + P.doprint(act.slope.xreplace({v: vsym})), f"eq:{self.name}:slope")
+        if self.gated:   # the gates' sigmoid, then the candidate's activation
+            sigma = ACTIVATIONS["sigmoid"]
+            gate = P.function_name(sigma.value)
+            slopes = (self.line(rf"{gate}'(u)", P.doprint(sigma.slope.xreplace({v: sigma.value})) + " = "
+                                + P.doprint(sigma.slope.xreplace({v: vsym})), f"eq:{self.name}:slope:sigmoid"), slope)
+            candidate = sym.cell.CANDIDATE
+            gates = ", ".join(self.tex(sym("gate", L, t, gate=k)) for k in self.gate_keys if k != candidate)
+            return Section(msg("section.model"), (
+                *tables,
+                Paragraph((msg(f"model.{self.cell}_activation", gates=Math(gates), activation=Text(self.m.activation),
+                               candidate=self.math(sym("gate", L, t, gate=candidate)), output=self.math(vsym)),)),
+                Equations(slopes)))
         return Section(msg("section.model"), (
-            table,
+            *tables,
             Paragraph((msg("model.activation", activation=Text(self.m.activation),
                            output=self.math(sp.Eq(vsym, act.value))),)),
             Equations((slope,))))
+
+    def gate_name(self, gate: str) -> Message:
+        """The name of a gate of this cell: "forget gate", "update gate", ..."""
+        return msg(f"gate.{self.cell}.{gate}")
 
     def shape(self, expr: sp.MatrixExpr, sizes: dict) -> Math:
         rows, cols = (self.tex(sp.sympify(x).xreplace(sizes)) for x in expr.shape)
@@ -460,7 +600,7 @@ class _Handout:
         at = self.d.unrolled.at(t)
         E, y = sym("loss", None, t), at.target
         rows: list[tuple[Inline, Inline, Inline]] = []
-        if self.notation == "doc000":
+        if self.notation == "doc000" and not self.gated:   # (its rows name the Elman weights)
             rows += [(Math("y^{t}"), self.math(self.h(t)), msg("bridge.output")),
                      (Math(r"\widehat{y^{t}}"), self.math(y), msg("bridge.target")),
                      (Math("y^{t}_{1}"), self.math(self.h(t, 1)), msg("bridge.layer_output")),
@@ -473,7 +613,7 @@ class _Handout:
                      (Math(r"\delta^{y}_{t} = \frac{\partial L}{\partial y_{t}}"),
                       self.math(sym("output_delta", None, t)), msg("bridge.output_delta", y=Math("y_{t}"),
                                                                  logits=self.math(sym("logits", None, t))))]
-        elif self.notation == "doc003":
+        elif self.notation == "doc003" and not self.gated:
             rows += [(Math(r"\hat{y}"), self.math(self.d.unrolled.prediction(sp.Integer(self.T))), msg("bridge.output")),
                      (Math("y"), self.math(self.d.unrolled.at(sp.Integer(self.T)).target), msg("bridge.target")),
                      (Math("x_{1t}"), self.math(sym("input", None, t)), msg("bridge.input", t=self.math(t))),
@@ -503,34 +643,60 @@ class _Handout:
         def edge(a: str, b: str, expr: sp.Basic | str, style: str) -> None:
             arrow = Math(r"\longrightarrow" if style == "forward" else r"\dashrightarrow")
             edges.append(Edge(a, b, self.math(expr) if expr != "" else Text(""), style, arrow, label[a], label[b]))
+        # an LSTM's cell state gets a row of its own above each layer's h, set off to the right
+        # so that the arrows from h up to the next layer pass beside it
+        cell = "cell" in sym.cell.STATE
+        rows = 2 if cell else 1
+        keep = KEEP.get(self.cell)
         for time in range(0, T + 1):
             for l in range(1, L + 1):
-                node(f"h{l}t{time}", time * dx, l * dy, self.h(sp.Integer(time), l))
+                node(f"h{l}t{time}", time * dx, ((l - 1) * rows + 1) * dy, self.h(sp.Integer(time), l))
+                if cell:
+                    node(f"c{l}t{time}", time * dx + 0.9, ((l - 1) * rows + 2) * dy, sym("cell", l, sp.Integer(time)))
         steps = {int(s) for s in self.d.unrolled.loss_steps}
         for time in range(1, T + 1):
             tt = sp.Integer(time)
             node(f"x{time}", time * dx, 0, sym("input", None, tt))
             top = f"h{L}t{time}"
             if m.output_size:
-                node(f"y{time}", time * dx, (L + 1) * dy, self.d.unrolled.prediction(tt))
+                node(f"y{time}", time * dx, (L * rows + 1) * dy, self.d.unrolled.prediction(tt))
                 top = f"y{time}"
             if time in steps:
-                node(f"E{time}", time * dx, (L + 1 + bool(m.output_size)) * dy, sym("loss", None, tt))
+                node(f"E{time}", time * dx, (L * rows + 1 + bool(m.output_size)) * dy, sym("loss", None, tt))
         for time in range(1, T + 1):
             below = f"x{time}"
+            tt = sp.Integer(time)
             for l in range(1, L + 1):
                 here = f"h{l}t{time}"
-                edge(below, here, sym("input_weight", l), "forward")
-                edge(f"h{l}t{time - 1}", here, sym("recurrent_weight", l), "forward")
+                if self.gated:   # every gate reads both: the arrows stand for all the gates' weights
+                    edge(below, here, "", "forward")
+                    edge(f"h{l}t{time - 1}", here, "" if cell else sym("gate", l, tt, gate=keep), "forward")
+                    if cell:
+                        edge(f"c{l}t{time - 1}", f"c{l}t{time}", sym("gate", l, tt, gate=keep), "forward")
+                        edge(f"c{l}t{time}", here, sym("gate", l, tt, gate="o"), "forward")
+                else:
+                    edge(below, here, sym("input_weight", l), "forward")
+                    edge(f"h{l}t{time - 1}", here, sym("recurrent_weight", l), "forward")
                 below = here
-            if m.output_size:
-                edge(below, f"y{time}", sym("output_weight", L + 1), "forward")
+            if m.output_size:   # (a gated cell's arrow passes the cell-state row: no label)
+                edge(below, f"y{time}", "" if self.gated else sym("output_weight", L + 1), "forward")
             if time in steps:
                 edge(f"y{time}" if m.output_size else below, f"E{time}", "", "forward")
         for time in range(T, 1, -1):
             for l in range(1, L + 1):
-                edge(f"h{l}t{time}", f"h{l}t{time - 1}", sym("delta", l, sp.Integer(time)), "backward")
-        return Diagram(tuple(nodes), tuple(edges), msg("figure.unrolled", steps=Math(f"T = {T}")))
+                tt = sp.Integer(time)
+                if self.gated:
+                    edge(f"h{l}t{time}", f"h{l}t{time - 1}", sym("hidden_delta", l, tt), "backward")
+                    if cell:
+                        edge(f"c{l}t{time}", f"c{l}t{time - 1}", sym("cell_delta", l, tt), "backward")
+                else:
+                    edge(f"h{l}t{time}", f"h{l}t{time - 1}", sym("delta", l, tt), "backward")
+        if self.gated:
+            caption = msg(f"figure.unrolled_{self.cell}", steps=Math(f"T = {T}"),
+                          gate=self.math(sym("gate", L, self.t, gate=keep)))
+        else:
+            caption = msg("figure.unrolled", steps=Math(f"T = {T}"))
+        return Diagram(tuple(nodes), tuple(edges), caption)
 
     def forward(self) -> Section:
         """The unrolled network, the document's own form of a step, then one block per step."""
@@ -558,7 +724,7 @@ class _Handout:
                 split.append(Line(rf"\delta_{{[{below},\, {self.tex(self.h(t - 1, l))}]}}", "=",
                                   rf"{self.tex(delta)} {self.tex(stack)}^{{\top}} = {self.tex(parts)}", f"eq:{self.name}:split:{l}"))
             blocks.append(Equations(tuple(split)))
-        if self.preset and self.notation == "d2l":
+        if self.preset and self.notation == "d2l" and not self.gated:   # (document 002 is an Elman RNN)
             relu = ACTIVATIONS["relu"]
             a = sym("pre_activation", 1, t)
             blocks.append(Paragraph((msg("d2l.shared", weights=Math(", ".join(self.tex(p) for p in sym.params()))),
@@ -566,8 +732,9 @@ class _Handout:
                                          relu=self.math(sp.Eq(sp.Symbol("f(a)"), relu.value.xreplace({u: sp.Symbol("a")}))),
                                          slope=self.math(relu.slope.xreplace({v: sp.Symbol("a")}))))))
         for time in d.unrolled.times:
-            blocks += [self.step(time), Equations(tuple(self.line(a.lhs, a.rhs, self.labels["fwd", a.lhs])
-                                                        for a in d.unrolled.forward if a.time == time))]
+            blocks.append(self.step(time))
+            blocks += [Equations(tuple(group)) for group in self.layered(
+                [(a.layer, self.line(a.lhs, a.rhs, self.labels["fwd", a.lhs])) for a in d.unrolled.forward if a.time == time])]
         steps = self.math(sp.Eq(sp.Symbol("T"), self.T))
         return Section(msg("section.forward", self.T, steps=steps), tuple(blocks))
 
@@ -625,8 +792,8 @@ class _Handout:
         """The generic delta rule (the document's form first), then one block per step, T down to 1."""
         d, P, sym, t = self.d, self.P, self.sym, self.t
         rule = d.rule
-        blocks: list[Block] = [Paragraph((msg("delta.intro_scalar", cdot=Math(r"\cdot")) if self.scalar
-                                          else msg("delta.intro", odot=Math(r"\odot")),))]
+        blocks: list[Block] = [] if self.gated else [
+            Paragraph((msg("delta.intro_scalar", cdot=Math(r"\cdot")) if self.scalar else msg("delta.intro", odot=Math(r"\odot")),))]
         general = []
         if rule.output_delta is not None:
             od = rule.output_delta
@@ -637,7 +804,7 @@ class _Handout:
             e = sp.MatrixSymbol("e^t", *self.h(t).shape)
             general.append(self.line(e, rf"\frac{{\partial E^{{{self.tex(t)}}}}}{{\partial {self.tex(self.h(t))}}} = "
                                      + self.tex(rule.top_upstream), f"eq:{self.name}:rule:error"))
-        for layer in reversed(rule.layers):
+        for layer in reversed(rule.layers if not self.gated else []):
             for a in layer.delta:
                 if sym.info[a.lhs].age not in (None, 0):
                     continue
@@ -654,8 +821,11 @@ class _Handout:
                 lhs = a.lhs if sym.info[a.lhs].age is None else sym("delta", layer.layer, t)
                 general.append(self.line(lhs, self.tex(short) + " = " + self.tex(rhs),
                                          f"eq:{self.name}:rule:{layer.layer}", tag=self.tag(f"delta{layer.layer}")))
-        blocks += [Paragraph((msg("delta.general", t=self.math(t), fprime=Math("f'")),)), Equations(tuple(general))]
-        if self.notation == "d2l":
+        if self.gated:
+            blocks += self.gated_rule(general)
+        else:
+            blocks += [Paragraph((msg("delta.general", t=self.math(t), fprime=Math("f'")),)), Equations(tuple(general))]
+        if self.notation == "d2l" and not self.gated:
             blocks.append(Paragraph((msg("delta.placement", ref=self.ref(f"delta{self.L}")),)))
         truncate = self.spec.bptt.truncate
         if truncate and self.spec.bptt.truncate_style == "chunk":
@@ -674,9 +844,10 @@ class _Handout:
                                        for c in range(1, T + 1))) for r in range(1, T + 1)))]
         blocks.append(Paragraph((msg("delta.order", span=Math(rf"{self.tex(sp.Eq(t, self.T))}, \dots, 1")),)))
         for time in reversed(d.unrolled.times):
-            lines = tuple(self.line(a.lhs, a.rhs, self.labels["delta", a.lhs]) for a in d.deltas if a.time == time)
+            lines = [(a.layer, line) for a in d.deltas if a.time == time
+                     for line in self.broken(a.lhs, a.rhs, self.labels["delta", a.lhs])]
             if lines:
-                blocks += [self.step(time), Equations(lines)]
+                blocks += [self.step(time)] + [Equations(tuple(group)) for group in self.layered(lines)]
         span = Math(rf"{self.tex(sp.Eq(t, self.T))}, \dots, 1")
         return Section(msg("section.deltas", span=span), tuple(blocks))
 
@@ -691,17 +862,21 @@ class _Handout:
         for p in d.uses:
             if p in compact:
                 low = 1 if sym.info[p].role != "recurrent_weight" else 1
-                lines.append(self.line(self.dname(p), sp.Sum(compact[p], (t, low, self.T)),
-                                       f"eq:{name}:compact:{self.python(p)}", tag=self.tag(f"compact:{self.python(p)}")))
-        deltas = [self.tags[f"delta{l}"] for l in range(self.L, 0, -1)]
-        blocks += [Paragraph((msg("grads.compact", refs=Text(" and ".join(f"({n})" for n in deltas))),)),
-                   Equations(tuple(lines))]
+                lines.append((sym.info[p].layer, self.line(self.dname(p), sp.Sum(compact[p], (t, low, self.T)),
+                                       f"eq:{name}:compact:{self.python(p)}", tag=self.tag(f"compact:{self.python(p)}"))))
+        if self.gated:   # the gate deltas of the step rule, numbered in a row
+            gates = [self.tags[key] for key in self.tags if key.startswith("gate:")]
+            refs: Inline = msg("refs.range", first=Text(f"({gates[0]})"), last=Text(f"({gates[-1]})"))
+        else:
+            refs = Text(" and ".join(f"({self.tags[f'delta{l}']})" for l in range(self.L, 0, -1)))
+        blocks += [Paragraph((msg("grads.compact", refs=refs),))] + [Equations(tuple(g)) for g in self.layered(lines)]
         truncate = self.spec.bptt.truncate
         if truncate:
-            ages = [(l, sp.MatAdd(*[sym("delta", l, t, age) for age in range(truncate)])) for l in range(1, self.L + 1)]
+            ages = [(l, k, sp.MatAdd(*[sym("delta", l, t, age, k) for age in range(truncate)]))
+                    for l in range(1, self.L + 1) for k in (self.gate_keys or (None,))]
             blocks += [Paragraph((msg("grads.ages"),)),
-                       Equations(tuple(Line(self.tex(sym("delta", l, t)), "=", self.tex(e), f"eq:{name}:ages:{l}")
-                                       for l, e in ages))]
+                       Equations(tuple(Line(self.tex(sym("delta", l, t, gate=k)), "=", self.tex(e),
+                                            f"eq:{name}:ages:{l}" + (f":{k}" if k else "")) for l, k, e in ages))]
         doc000 = self.preset and self.notation == "doc000"
         if doc000:
             blocks.append(Paragraph((msg("doc000.contributions", dW=Math(r"dW^{t}_{l}"), dV=Math(r"dV^{t}_{l}"),
@@ -724,7 +899,9 @@ class _Handout:
                 self.line(symbol, f"{symbol} - {eta} {dname}", f"eq:{name}:update:{self.python(p)}",
                           op=r"\leftarrow"))))
         h0 = self.tex(self.h(sp.Integer(0), 1))
-        zero = msg("doc000.no_dv", dV=Math(r"dV^{1}_{l}"), t=self.math(sp.Eq(t, 1)), t2=self.math(sp.Eq(t, 2)),
+        states = [self.tex(sym(role, l, sp.Integer(0))) for l in range(1, self.L + 1) for role in sym.cell.STATE]
+        zero = msg("grads.zero_state_gated", h0_zero=Math(" = ".join(states) + " = 0"), h0=Math(h0),
+                   t=self.math(sp.Eq(self.t, 2))) if self.gated else msg("doc000.no_dv", dV=Math(r"dV^{1}_{l}"), t=self.math(sp.Eq(t, 1)), t2=self.math(sp.Eq(t, 2)),
                    h0=Math(" = ".join(self.tex(self.h(sp.Integer(0), l)) for l in range(1, self.L + 1)) + " = 0")) if doc000 \
             else msg("grads.zero_state", h0_zero=Math(f"{h0} = 0"), h0=Math(h0), t=self.math(sp.Eq(self.t, 2)))
         blocks.append(Paragraph((zero,)))
@@ -762,7 +939,7 @@ class _Handout:
         sym, P, L, T, m = self.sym, self.P, self.L, self.T, self.m
         t, k, j = self.t, self.k, self.j
         h = lambda time: sym("hidden", L, time)  # noqa: E731
-        theta = sym("input_weight", 1)
+        theta = sym("input_weight", 1, gate=self.gate_keys[0] if self.gated else None)
         last = self.spec.loss.at == "last_step"
         s = sp.Integer(T) if last else t      # the step of the loss term
         truncate = self.spec.bptt.truncate
@@ -778,9 +955,12 @@ class _Handout:
         outer = inner if last else sp.Sum(inner, (t, 1, T))
         where = msg("paths.direct", dplus=Math(r"\partial^{+}"))
         name = self.name
+        pair: tuple[Inline, ...] = ()
+        if "cell" in sym.cell.STATE:   # an LSTM hands the next step the pair (h, c)
+            pair = (msg("paths.pair", state=self.math(h(j)), pair=Math(rf"\left({self.tex(h(j))}, {self.tex(sym('cell', L, j))}\right)")),)
         blocks: list[Block] = [
             Equations((self.line(Partial(sp.Symbol("L"), theta), outer, f"eq:{name}:pathsum", tag=self.tag("pathsum")),)),
-            Paragraph((where,) + ((msg("paths.stacked", state=self.math(h(t)), t=self.math(t)),) if L > 1 else ()))]
+            Paragraph((where,) + ((msg("paths.stacked", state=self.math(h(t)), t=self.math(t)),) if L > 1 else ()) + pair)]
         if self.preset and self.notation == "doc001":
             blocks += self.doc001()
         if self.preset and self.notation == "doc003":
@@ -868,17 +1048,12 @@ class _Handout:
         sym, L, t, k, j = self.sym, self.L, self.t, self.k, self.j
         h = lambda time: sym("hidden", L, time)  # noqa: E731
         weight = sym("recurrent_weight", L)
-        body = self.act.slope.xreplace({v: u})
-        a = lambda time: sym("pre_activation", L, time)  # noqa: E731
-        diag = sp.Identity(self.col(h(j)).shape[0]) if body == 1 else DiagMatrix(self.slope_of(a(j)))
-        written = sp.Identity(self.col(h(j)).shape[0]) if body == 1 else \
-            DiagMatrix(ElementwiseApplyFunction(sp.Lambda(u, body), h(j)))
+        jac, written_jac = self.elman_jacobian(h(j), sym("pre_activation", L, j), weight)
         name = self.name
         gamma = self.gamma()
-        jac = sp.MatMul(diag, self.col(weight))
         blocks: list[Block] = [
             Paragraph((msg("vanishing.jacobian", gap=Math("t - k")),) + ((msg("paths.top_layer"),) if L > 1 else ())),
-            Equations((self.line(Partial(h(j), h(j - 1)), self.tex(jac) + " = " + self.tex(sp.MatMul(written, self.col(weight))),
+            Equations((self.line(Partial(h(j), h(j - 1)), self.tex(jac) + " = " + self.tex(written_jac),
                                  f"eq:{name}:jacobian"),
                        self.line(Partial(h(t), h(k)), sp.Product(jac, (j, k + 1, t)), f"eq:{name}:jacobian-product",
                                  tag=self.tag("product")),
@@ -915,7 +1090,7 @@ class _Handout:
             return None
         n, d, P, sym = self.numbers, self.d, self.P, self.sym
         values = n.values
-        blocks: list[Block] = [Paragraph((msg("example.intro", eta=self.math(sp.Eq(self.eta, sp.Float(n.eta))),
+        blocks: list[Block] = [Paragraph((msg("example.intro_gated" if self.gated else "example.intro", eta=self.math(sp.Eq(self.eta, sp.Float(n.eta))),
                                                 seed=Text(str(self.spec.example.seed)),
                                                 scale=Text(f"{self.spec.example.scale:g}")),))]
         if n.tokens:
@@ -927,34 +1102,38 @@ class _Handout:
             head = (msg("table.token"),) + tuple(self.math(x) for x in (sym("input", None, self.t), self.h(self.t - 1),
                                                                          self.h(self.t), d.unrolled.prediction(self.t)))
             blocks += [Paragraph((msg("example.tokens"),)), Table(head, tuple(rows))]
-        params = tuple((self.math(p), Math(P.values(values[p], vertical=True))) for p in sym.params())
+        params = [(sym.info[p].layer, (self.math(p), Math(P.values(values[p], vertical=True)))) for p in sym.params()]
         value_head = msg("table.value")
-        blocks.append(Table((msg("example.weights"), value_head), params))
+        blocks += [Table((msg("example.weights"), value_head), tuple(rows)) for rows in self.paged(params)]
         for time in d.unrolled.times:
-            rows = [(self.math(sym("input", None, time)), Math(P.values(values[sym("input", None, time)])))]
-            rows += [(self.math(a.lhs), Math(P.values(values[a.lhs]))) for a in d.unrolled.forward if a.time == time]
+            rows = [(None, (self.math(sym("input", None, time)), Math(P.values(values[sym("input", None, time)]))))]
+            rows += [(a.layer, (self.math(a.lhs), Math(P.values(values[a.lhs])))) for a in d.unrolled.forward if a.time == time]
             for a in d.unrolled.losses:
                 if a.time == time:
                     y = d.unrolled.at(time).target
-                    rows += [(self.math(y), Math(P.values(values[y]))), (self.math(a.lhs), Math(P.values(values[a.lhs])))]
-            blocks.append(Table((msg("step", t=self.math(sp.Eq(self.t, int(time)))), value_head), tuple(rows)))
+                    rows += [(None, (self.math(y), Math(P.values(values[y])))), (None, (self.math(a.lhs), Math(P.values(values[a.lhs]))))]
+            head = (msg("step", t=self.math(sp.Eq(self.t, int(time)))), value_head)
+            blocks += [Table(head, tuple(group)) for group in self.paged(rows)]
         for time in reversed(d.unrolled.times):
             rows = [(self.math(a.lhs), Math(P.values(values[a.lhs]))) for a in d.deltas if a.time == time]
+            rows = [(a.layer, row) for a, row in zip([a for a in d.deltas if a.time == time], rows)]
             for p, uses in n.uses.items():
                 for when, value in uses:
                     if when == time:
-                        rows.append((Math(rf"{self.dname(p)}\Big|_{{{int(time)}}}"), Math(P.values(value))))
+                        rows.append((sym.info[p].layer, (Math(rf"{self.dname(p)}\Big|_{{{int(time)}}}"), Math(P.values(value)))))
             if rows:
-                blocks.append(Table((msg("example.backward", t=self.math(sp.Eq(self.t, int(time)))), value_head), tuple(rows)))
+                head = (msg("example.backward", t=self.math(sp.Eq(self.t, int(time)))), value_head)
+                blocks += [Table(head, tuple(group)) for group in self.paged(rows)]
         total_head = (msg("table.symbol"), msg("table.clipped" if self.spec.bptt.clip or self.spec.bptt.clip_norm else "table.gradient"),
                       msg("table.updated", eta=self.math(self.eta)))
-        rows = tuple((self.math(p), Math(P.values(n.totals[p], vertical=True)), Math(P.values(n.updated[p], vertical=True)))
-                     for p in n.totals)
+        totals = self.paged([(sym.info[p].layer, (self.math(p), Math(P.values(n.totals[p], vertical=True)),
+                                                     Math(P.values(n.updated[p], vertical=True)))) for p in n.totals])
         compact = [self.tags[key] for key in self.tags if key.startswith("compact:")]
-        refs = ", ".join(f"({n})" for n in compact[:-1]) + (" and " if len(compact) > 1 else "") + f"({compact[-1]})"
-        blocks += [Paragraph((msg("example.totals", loss=Math("L = " + P.number(n.loss)), refs=Text(refs)),),
-                             msg("example.totals_lead")),
-                   Table(total_head, rows)]
+        refs: Inline = Text(", ".join(f"({n})" for n in compact[:-1]) + (" and " if len(compact) > 1 else "") + f"({compact[-1]})")
+        if self.gated:   # one per gate parameter: the range
+            refs = msg("refs.range", first=Text(f"({compact[0]})"), last=Text(f"({compact[-1]})"))
+        blocks += [Paragraph((msg("example.totals", loss=Math("L = " + P.number(n.loss)), refs=refs),),
+                             msg("example.totals_lead"))] + [Table(total_head, tuple(rows)) for rows in totals]
         return Section(msg("section.example"), tuple(blocks))
 
     def training(self) -> Section | None:
@@ -972,6 +1151,207 @@ class _Handout:
                                       square=Math("T^{2}"),
                                       states=Text(str(truncate))),), msg("truncation.lead"))]
         return Section(msg("section.training"), tuple(blocks))
+
+    # ----------------------------------------------------------------- gated cells (LSTM, GRU)
+
+    def gate_symbol(self, gate: str, time=None, layer: int | None = None) -> sp.MatrixSymbol:
+        return self.sym("gate", layer or self.L, self.t if time is None else time, gate=gate)
+
+    def gates(self) -> Section:
+        """The generic step of a gated cell: each gate, the candidate, the state update (from
+        the step rule's forward assignments); in the dlai notation also the concatenated form."""
+        sym, t, rule, L = self.sym, self.t, self.d.rule, self.L
+        g = {k: self.math(self.gate_symbol(k)) for k in self.gate_keys}
+        intro = msg(f"gates.{self.cell}", x=self.math(sym("input", None, t)), h=self.math(self.h(t - 1)), **g)
+        blocks: list[Block] = [Paragraph((intro,))]
+        state = "cell" if "cell" in sym.cell.STATE else "hidden"
+        lines = []
+        for layer in rule.layers:
+            for i, a in enumerate(layer.forward):
+                key = "state" if layer.layer == L and sym.info[a.lhs].role == state else ""
+                lines.append((layer.layer, self.line(a.lhs, a.rhs, f"eq:{self.name}:gates:{layer.layer}:{i}",
+                                                     tag=self.tag(key) if key else "")))
+        blocks += [Equations(tuple(group)) for group in self.layered(lines)]
+        if self.notation == "dlai":
+            concat = [line for layer in rule.layers for line in self.concatenated(layer)]
+            if concat:
+                below = sym("input", None, t)
+                blocks += [Paragraph((msg("dlai.concat", pair=Math(rf"\left[{self.tex(self.h(t - 1))}; {self.tex(below)}\right]")),)),
+                           Equations(tuple(concat))]
+        return Section(msg(f"section.gates_{self.cell}"), tuple(blocks))
+
+    def concatenated(self, layer) -> list[Line]:
+        """Each gate's pre-activation as one weight times the stacked [h_{t-1}; x_t] (the
+        deeplearning.ai course's form), split into the rule's two products. A GRU candidate
+        with the reset after the product, r ⊙ (U h + b), has no such form and is left out."""
+        sym, l = self.sym, layer.layer
+        out = []
+        for a in layer.forward:
+            q = sym.info[a.lhs]
+            if q.role != "pre_activation":
+                continue
+            terms = list(a.rhs.args) if isinstance(a.rhs, sp.MatAdd) else [a.rhs]
+            W, U = sym("input_weight", l, gate=q.gate), sym("recurrent_weight", l, gate=q.gate)
+            wx = [e for e in terms if isinstance(e, sp.MatMul) and W in e.args]
+            uh = [e for e in terms if isinstance(e, sp.MatMul) and U in e.args]
+            if len(wx) != 1 or len(uh) != 1:
+                continue
+            rest = [e for e in terms if e is not wx[0] and e is not uh[0]]
+            x = next(f for f in wx[0].args if f != W)
+            v = next(f for f in uh[0].args if f != U)
+            if sym.row:
+                product = f"{self.tex(sp.BlockMatrix([[v, x]]))} {self.tex(sp.BlockMatrix([[U], [W]]))}"
+            else:
+                product = f"{self.tex(sp.BlockMatrix([[U, W]]))} {self.tex(sp.BlockMatrix([[v], [x]]))}"
+            if rest:
+                product += " + " + self.tex(sp.MatAdd(*rest) if len(rest) > 1 else rest[0])
+            out.append(self.line(a.lhs, product + " = " + self.tex(a.rhs), f"eq:{self.name}:concat:{l}:{q.gate}"))
+        return out
+
+    def carried(self, layer) -> tuple[sp.MatrixExpr, sp.MatrixExpr]:
+        """The term of the state's delta that step t+1 hands back along the additive path
+        (an LSTM's delta^c_{t+1} ⊙ f_{t+1}, a GRU's delta^h_{t+1} ⊙ z_{t+1}), and its factor."""
+        sym, t = self.sym, self.t
+        role = "cell_delta" if "cell" in sym.cell.STATE else "hidden_delta"
+        rule = next(a for a in layer.delta if sym.info[a.lhs].role == role)
+        after = sym(role, layer.layer, t + 1)
+        terms = rule.rhs.args if isinstance(rule.rhs, sp.MatAdd) else (rule.rhs,)
+        term = next(e for e in terms if isinstance(e, sp.HadamardProduct) and after in e.args)
+        others = [f for f in term.args if f != after]
+        return term, (others[0] if len(others) == 1 else sp.HadamardProduct(*others))
+
+    def gated_rule(self, general: list[Line]) -> list[Block]:
+        """The step rule of a gated cell: the states' deltas, then each gate's, as reverse mode
+        computes them; the term carried along the additive path."""
+        sym, t, rule = self.sym, self.t, self.d.rule
+        lines = [(self.L, line) for line in general]
+        for layer in reversed(rule.layers):
+            up = self.upstream(layer.layer, t)
+            for a in layer.delta:
+                q = sym.info[a.lhs]
+                if q.age not in (None, 0):
+                    continue
+                key = {"hidden_delta": f"hidden{layer.layer}", "cell_delta": f"cell{layer.layer}"}.get(q.role, f"gate:{layer.layer}:{q.gate}")
+                carry = (q.role == "cell_delta" or (q.role == "hidden_delta" and "cell" not in sym.cell.STATE)) \
+                    and layer.layer == self.L
+                tag = self.tag("carry") if carry else self.tag(key) if q.gate else ""
+                lines += [(layer.layer, line) for line in self.broken(
+                    sym(q.role, q.layer, t, gate=q.gate), a.rhs.xreplace({layer.upstream: up}),
+                    f"eq:{self.name}:rule:{layer.layer}:{q.role}" + (f":{q.gate}" if q.gate else ""), tag=tag)]
+        term, factor = self.carried(rule.layers[-1])
+        odot = Math(r"\cdot" if self.scalar else r"\odot")
+        return [Paragraph((msg("delta.gated", t=self.math(t), after=self.math(t + 1), odot=odot),)),
+                *(Equations(tuple(group)) for group in self.layered(lines)),
+                Paragraph((msg(f"delta.carry_{self.cell}", ref=self.ref("carry"), carried=self.math(term),
+                               factor=self.math(factor)),))]
+
+    def elman_jacobian(self, h, a, weight) -> tuple[sp.MatrixExpr, sp.MatrixExpr]:
+        """An Elman cell's one-step Jacobian dh_j/dh_{j-1}: diag(f'(a_j)) W, and with the slope
+        written through the output (the vanishing-gradient section's product)."""
+        body = self.act.slope.xreplace({v: u})
+        n = self.col(h).shape[0]
+        diag = sp.Identity(n) if body == 1 else DiagMatrix(self.slope_of(a))
+        written = sp.Identity(n) if body == 1 else DiagMatrix(ElementwiseApplyFunction(sp.Lambda(u, body), h))
+        return sp.MatMul(diag, self.col(weight)), sp.MatMul(written, self.col(weight))
+
+    def additive(self) -> Section:
+        """Why the additive path eases vanishing gradients: the one-step Jacobian along the
+        state's additive path (from the step rule's carried term) and its product over steps,
+        against an Elman cell's product; the measured norms (from the step rule)."""
+        sym, L, t, k, j, name = self.sym, self.L, self.t, self.k, self.j, self.name
+        lstm = "cell" in sym.cell.STATE
+        s = lambda time: sym("cell" if lstm else "hidden", L, time)  # noqa: E731
+        _, factor = self.carried(self.d.rule.layers[-1])
+        factor_j = self.shift(factor, {t: j - 1})          # f_{t+1} -> f_j
+        one = factor_j if self.scalar else DiagMatrix(factor_j)
+        # an Elman cell in this notation, for the comparison: its recurrent weight and pre-activation
+        elman = _ElmanSymbols(sym, L)
+        Pe = HandoutLatexPrinter(elman)
+        h = lambda time: sym("hidden", L, time)  # noqa: E731
+        jac, written = self.elman_jacobian(h(j), elman.pre_activation(j), elman.weight)
+        blocks: list[Block] = [
+            Paragraph((msg(f"additive.{self.cell}", ref=self.ref("carry"), factor=self.math(factor),
+                           dplus=Math(r"\partial^{+}")),)),
+            Equations((self.line(Partial(s(j), s(j - 1), True), one, f"eq:{name}:additive:step"),
+                       self.line(Partial(s(t), s(k), True), sp.Product(one, (j, k + 1, t)), f"eq:{name}:additive:product",
+                                 tag=self.tag("additive")))),
+            Paragraph((msg("additive.elman"),)),
+            Equations((Line(Pe.doprint(Partial(h(j), h(j - 1))), "=", Pe.doprint(jac) + " = " + Pe.doprint(written),
+                            f"eq:{name}:additive:elman"),
+                       Line(Pe.doprint(Partial(h(t), h(k))), "=", Pe.doprint(sp.Product(jac, (j, k + 1, t))),
+                            f"eq:{name}:additive:elman-product", self.tag("elman")))),
+            Paragraph((msg(f"additive.compare_{self.cell}", elman=self.ref("elman"), ours=self.ref("additive"),
+                           update=self.ref("state"), factor=self.math(factor_j),
+                           interval=Math(r"\left(0, 1\right)")),)),
+        ]
+        if self.numbers is not None and self.numbers.vanishing:
+            measured = self.numbers.vanishing
+            values = sorted(measured)
+            keep = self.gate_symbol(KEEP[self.cell], j)
+            legend = lambda x: self.math(sp.Eq(keep, sp.Float(x), evaluate=False))  # noqa: E731
+            rows = tuple((str(n),) + tuple(f"{measured[x][n]:.4e}" for x in values) for n in range(len(measured[values[0]])))
+            table = tuple((Math(str(n)),) + tuple(Math(self.P.scientific(measured[x][n])) for x in values)
+                          for n in range(len(rows)))
+            big_t = sp.Symbol("T")
+            g = sp.MatrixSymbol("g", *self.col(h(big_t)).shape)
+            blocks += [Paragraph((msg(f"additive.experiment_{self.cell}", steps=Math(f"T = {len(rows)}"), g=self.math(g),
+                                      loss=Math("L = " + self.tex(sp.MatMul(g.T, self.col(h(big_t))))),
+                                      gate=self.math(keep), values=Math(", ".join(f"{x:g}" for x in values))),)),
+                       Plot(Math("t - k"), self.math(Norm(Partial(sp.Symbol("L"), s(k)))), tuple(legend(x) for x in values), rows,
+                            msg(f"additive.caption_{self.cell}", ref=self.ref("additive"), gap=Math("t - k")), table)]
+        return Section(msg("section.additive"), tuple(blocks))
+
+    def conventions(self) -> Section:
+        """The convention box: the frameworks' gate orders; for a GRU also the direction of
+        the update and where the reset acts, each printed from the step rule's assignments."""
+        sym, t, name = self.sym, self.t, self.name
+        rows = tuple((Text(framework), Math(", ".join(self.tex(sp.Symbol(c)) for c in letters)),
+                      Math(", ".join(self.tex(self.gate_symbol(k)) for k in ours)))
+                     for framework, letters, ours in GATE_ORDERS[self.cell])
+        table = Table((msg("table.framework"), msg("table.gate_order"), msg("table.handout_writes")), rows)
+        sentences: list[Inline] = [msg(f"convention.order_{self.cell}")]
+        after: list[Block] = [table]
+        if self.cell == "gru":
+            layer = self.d.rule.layers[-1]
+            update = next(a for a in layer.forward if sym.info[a.lhs].role == "hidden")
+            h_prev, n = self.h(t - 1), self.gate_symbol(sym.cell.CANDIDATE)
+            z = self.gate_symbol(KEEP[self.cell])
+            chung = update.rhs.xreplace({h_prev: n, n: h_prev})     # the roles of h_{t-1} and n swapped
+            pre = next(a for a in layer.forward if sym.info[a.lhs].role == "pre_activation"
+                       and sym.info[a.lhs].gate == sym.cell.CANDIDATE)
+            other = self.other_reset(layer)
+            reset = self.m.gru_reset
+            after.append(Equations((
+                self.line(update.lhs, update.rhs, f"eq:{name}:convention:cho", tag=self.tag("cho")),
+                self.line(update.lhs, chung, f"eq:{name}:convention:chung", tag=self.tag("chung")),
+                self.line(pre.lhs, pre.rhs, f"eq:{name}:convention:{reset}", tag=self.tag("own")),
+                self.line(pre.lhs, other, f"eq:{name}:convention:other", tag=self.tag("other")))))
+            one = sp.MatAdd(sp.OneMatrix(*z.shape), sp.MatMul(sp.Integer(-1), z))
+            sentences += [msg("convention.update", cho=self.ref("cho"), chung=self.ref("chung"), z=self.math(z),
+                              complement=self.math(one)),
+                          msg(f"convention.reset_{reset}", own=self.ref("own"), other=self.ref("other"))]
+        return Section(msg("section.conventions"), (Remark(msg("convention.lead"), tuple(sentences)), *after))
+
+    def other_reset(self, layer) -> sp.MatrixExpr:
+        """The GRU candidate's pre-activation with the reset on the other side of the recurrent
+        product (CONTRACT §4): before, W x + U (r ⊙ h) + b; after, W x + b + r ⊙ (U h + c)."""
+        sym, l, t, m = self.sym, layer.layer, self.t, self.m
+        n, h_prev = sym.cell.CANDIDATE, self.h(t - 1, l)
+        below = sym("input", None, t) if l == 1 else self.h(t, l - 1)
+        W, U = sym("input_weight", l, gate=n), sym("recurrent_weight", l, gate=n)
+        r = self.gate_symbol("r", layer=l)
+        terms = [sym.product(W, below)]
+        if m.gru_reset == "after":      # the other one is "before"
+            terms.append(sym.product(U, sp.HadamardProduct(r, h_prev)))
+            if m.bias:
+                terms.append(sym("bias", l, gate=n))
+        else:
+            inner = sym.product(U, h_prev)
+            if m.bias:
+                terms.append(sym("bias", l, gate=n))
+                inner = sp.MatAdd(inner, sym("recurrent_bias", l, gate=n))
+            terms.append(sp.HadamardProduct(r, inner))
+        return sp.MatAdd(*terms)
 
     def proof(self) -> Section:
         name, command = self.name, self.command

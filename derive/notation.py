@@ -107,7 +107,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
             output_bias="by", hidden="a", pre_activation="z", output="y", logits="o"),
     _preset("pytorch", "column", "sub", "PyTorch nn.LSTM / nn.GRU: W_ii, W_hi, b_i, ...",
             input_weight="W_ih", recurrent_weight="W_hh", bias="b_h", output_weight="W_hy",
-            output_bias="b_y", hidden="h", pre_activation="a", output="y", logits="o"),
+            output_bias="b_y", hidden="h", pre_activation="a", output="y", logits="s"),   # s: o_t is the LSTM output gate
 )}
 
 

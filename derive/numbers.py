@@ -57,6 +57,16 @@ class Numbers:
     vanishing: dict[float, list[float]] = field(default_factory=dict)
 
 
+#: The roles of parameters that the module holds as 1-D arrays.
+BIASES = ("bias", "output_bias", "recurrent_bias")
+
+
+def python_name(sym, p: sp.MatrixSymbol) -> str:
+    """The module's name of a parameter (the key of PARAMS and grads)."""
+    q = sym.info[p]
+    return sym.names.python(q.role, q.layer, q.gate)
+
+
 def _shape(expr: sp.MatrixExpr, sizes: dict) -> tuple[int, int]:
     return tuple(int(sp.sympify(n).xreplace(sizes)) for n in expr.shape)
 
@@ -87,8 +97,9 @@ def example_inputs(d: Derivation) -> tuple[dict[sp.MatrixSymbol, np.ndarray], np
     else:
         xs = np.round(rng.standard_normal((T, 1, m.input_size)), 1)
     for l in range(1, m.layers + 1):
-        h0 = sym("hidden", l, sp.Integer(0))
-        env[h0] = np.zeros(_shape(h0, sizes))
+        for role in sym.cell.STATE:      # h_0 (and an LSTM's c_0) are zero
+            s0 = sym(role, l, sp.Integer(0))
+            env[s0] = np.zeros(_shape(s0, sizes))
     for time in d.unrolled.times:
         x = sym("input", None, time)
         env[x] = xs[int(time) - 1, 0].reshape(_shape(x, sizes))
@@ -132,9 +143,8 @@ def worked_example(d: Derivation) -> Numbers:
     updated = {p: env[p] - eta * totals[p] for p in totals}
     loss = float(evaluate(d.scale * sp.MatAdd(*[a.lhs for a in d.unrolled.losses]), env, backend, sizes)[0, 0]) \
         if len(d.unrolled.losses) > 1 else float(d.scale * env[d.unrolled.losses[0].lhs][0, 0])
-    params = {sym.names.python(sym.info[p].role, sym.info[p].layer): env[p] for p in sym.params()}
-    params = {k: (v.reshape(-1) if sym.info[p].role in ("bias", "output_bias", "recurrent_bias") else v)
-              for (k, v), p in zip(params.items(), sym.params())}
+    params = {python_name(sym, p): (env[p].reshape(-1) if sym.info[p].role in BIASES else env[p])
+              for p in sym.params()}
     steps = tuple(tokens[i % len(tokens)] for i in range(spec.bptt.steps)) if tokens else ()
     return Numbers(eta, env, uses, totals, updated, loss, steps, xs, targets, params)
 
@@ -164,8 +174,7 @@ def vanishing(d: Derivation, module: types.ModuleType, params: dict[str, np.ndar
     H = m.hidden_sizes[-1]
     g = np.full((1, H), 1 / np.sqrt(H))
     out: dict[float, list[float]] = {}
-    biases = [sym.names.python(sym.info[q].role, sym.info[q].layer) for q in sym.params()
-              if sym.info[q].role in ("bias", "output_bias", "recurrent_bias")]
+    biases = [python_name(sym, q) for q in sym.params() if sym.info[q].role in BIASES]
     for radius in RADII:
         # zero biases (and zero inputs): every state stays at 0, where the slope is largest
         p = {k: (np.zeros_like(w) if k in biases else w) for k, w in params.items()}
@@ -202,11 +211,89 @@ def vanishing(d: Derivation, module: types.ModuleType, params: dict[str, np.ndar
 
 
 
+#: A gated cell's experiment: the gate that keeps the state (an LSTM's forget gate f, a GRU's
+#: update gate z in PyTorch's convention h_t = z ⊙ h_{t-1} + (1 - z) ⊙ n_t), the values it is
+#: held at, and the state whose gradient is measured (its adjoint's role).
+KEEP = {"lstm": "f", "gru": "z"}
+GATE_VALUES = (0.5, 0.9, 0.99)
+STATE_ADJOINT = {"lstm": ("cell", "cell_delta"), "gru": ("hidden", "hidden_delta")}
+
+
+def gated_vanishing(d: Derivation, params: dict[sp.MatrixSymbol, np.ndarray]) -> dict[float, list[float]]:
+    """||dL/dc_k|| (LSTM) or ||dL/dh_k|| (GRU) for t - k = 0 .. LONG - 1, with L = g . h_t (g the
+    unit vector of equal entries on the top hidden state), per value of the keeping gate.
+
+    Computed from the derivation's own generic step rule (`rule.layers[l].forward` and
+    `.delta`), evaluated with NumPy step by step: forward over LONG steps from the zero
+    state with zero inputs, then backward from step LONG. Every bias is 0 except the
+    keeping gate's, set to logit(value) so that the gate's value is `value` at every step;
+    the weights are the worked example's. The states then stay 0, and the gradient along
+    the state's additive path is multiplied by the gate's value at every step."""
+    from derive.symbols import t
+    spec, sym, rule = d.spec, d.sym, d.rule
+    m = spec.model
+    sizes, backend = sym.sizes(), NumPyBackend()
+    keep = KEEP[m.cell]
+    _, adjoint = STATE_ADJOINT[m.cell]
+    L = m.layers
+    values: dict[tuple, np.ndarray] = {}
+
+    def key(s: sp.MatrixSymbol, n: int) -> tuple:
+        q = sym.info[s]
+        return (q.role, q.layer, q.gate, n)
+
+    def bind(exprs: list[sp.Expr], n: int, base: dict) -> dict:
+        """Step n's values of every quantity the rule's expressions read (t -> n); what was
+        never computed (the adjoints after the last step) is 0."""
+        env = dict(base)
+        for e in exprs:
+            for s in e.atoms(sp.MatrixSymbol):
+                q = sym.info.get(s)
+                if q is not None and q.time is not None and s not in env:
+                    step = int(q.time.xreplace({t: n}))
+                    env[s] = values.get((q.role, q.layer, q.gate, step), np.zeros(_shape(s, sizes)))
+        return env
+
+    h_top = sym("hidden", L, t)
+    g = np.full(_shape(h_top, sizes), 1 / np.sqrt(m.hidden_sizes[-1]))
+    out: dict[float, list[float]] = {}
+    for value in GATE_VALUES:
+        base = {}
+        for p in sym.params():
+            q = sym.info[p]
+            if q.role in BIASES:
+                fill = np.log(value / (1 - value)) if (q.role, q.gate) == ("bias", keep) else 0.0
+                base[p] = np.full(params[p].shape, fill)
+            else:
+                base[p] = params[p]
+        values.clear()
+        for n in range(1, LONG + 1):
+            for layer in rule.layers:
+                env = bind([a.rhs for a in layer.forward], n, base)
+                for a in layer.forward:
+                    env[a.lhs] = values[key(a.lhs, n)] = evaluate(a.rhs, env, backend, sizes)
+        values[("hidden_grad", L, None, LONG)] = g
+        for n in range(LONG, 0, -1):
+            for layer in reversed(rule.layers):
+                exprs = [a.rhs for a in layer.delta] + ([layer.down] if layer.layer > 1 else [])
+                env = bind(exprs, n, base)
+                for a in layer.delta:
+                    env[a.lhs] = values[key(a.lhs, n)] = evaluate(a.rhs, env, backend, sizes)
+                if layer.layer > 1:
+                    values[("hidden_grad", layer.layer - 1, None, n)] = evaluate(layer.down, env, backend, sizes)
+        out[value] = [float(np.linalg.norm(values[(adjoint, L, None, LONG - n)])) for n in range(LONG)]
+    return out
+
+
 def compute(d: Derivation, command: str) -> Numbers:
     """The numbers stage of `derive.build.render`: the worked example, then the measured
-    gradient norms from the generated module (loop style) rendered in memory."""
+    gradient norms: for an Elman cell from the generated module (loop style) rendered in
+    memory, for a gated cell from the derivation's step rule (`gated_vanishing`)."""
     from derive.formats import FORMATS, Job
     numbers = worked_example(d)
+    if d.sym.cell.GATES:
+        numbers.vanishing = gated_vanishing(d, numbers.values)
+        return numbers
     name = d.spec.name
     source = FORMATS["py"].render(Job(d, None, command, "loop"))[f"{name}.py"].decode("utf-8")
     numbers.vanishing = vanishing(d, module_namespace(source, name), numbers.params)

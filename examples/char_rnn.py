@@ -92,6 +92,7 @@ def train(iterations: int = 2000, hidden: int = 64, chunk: int = 25, chunks: int
     rng = np.random.default_rng(seed)
     smooth = -np.log(1.0 / V) * chunk
     history, raw, h, p = [], [], None, 0
+    ws = rnn.Workspace()   # the module's scratch buffers, kept from one iteration to the next
     for i in range(iterations + 1):
         if p + T + 1 > len(data):   # back to the start of the text with a fresh state
             p, h = 0, None
@@ -99,7 +100,7 @@ def train(iterations: int = 2000, hidden: int = 64, chunk: int = 25, chunks: int
         if i % sample_every == 0:
             text_out = "".join(vocab[c] for c in sample(rnn, params, h, int(xs[0, 0]), 200, rng))
             print(f"\n----- iteration {i}, smooth loss {smooth:.3f}\n{text_out}\n-----", file=out)
-        loss, grads, h = rnn.loss_and_grads(params, xs, targets, h, return_state=True)
+        loss, grads, h = rnn.loss_and_grads(params, xs, targets, h, return_state=True, workspace=ws)
         smooth = 0.999 * smooth + 0.001 * loss / chunks
         history.append(smooth)
         raw.append(loss / chunks)

@@ -223,27 +223,46 @@ def _rule_symbols(expr: sp.Expr) -> set[sp.MatrixSymbol]:
     return {s for s in expr.free_symbols if isinstance(s, sp.MatrixSymbol)}
 
 
+#: what step t reads of step t + 1: δ_{t+1}; an LSTM's gates and δ^c (not δ^h: h_{t+1}
+#: reads h_t only through the gates); a GRU's gates and δ^h (h_{t+1} = ... + z ⊙ h_t)
+CARRIED = {"elman": {("delta", None)},
+           "lstm": {("delta", k) for k in "ifgo"} | {("cell_delta", None)},
+           "gru": {("delta", k) for k in "rzn"} | {("hidden_delta", None)}}
+
+
 @pytest.mark.parametrize("name", PRESETS)
 def test_step_rule_reads_next_delta_and_upstream(name: str) -> None:
     s = specs.preset(name)
     rule = bptt.step_rule(s)
     info = rule.sym.info
+    named = set(rule.sym.cell.NAMED.values())
     assert [r.layer for r in rule.layers] == list(range(1, s.model.layers + 1))
     for layer in rule.layers:
         assert layer.delta, f"layer {layer.layer} has no delta equation"
         assert info[layer.upstream].role == "hidden_grad" and info[layer.upstream].time == T_SYMBOL
         for eq in layer.delta:
             lhs = info[eq.lhs]
-            assert (lhs.role, lhs.layer, lhs.time) == ("delta", layer.layer, T_SYMBOL)
-            used = [info[x] for x in _rule_symbols(eq.rhs)]
-            assert any(u.role == "delta" and u.layer == layer.layer and u.time == T_SYMBOL + 1 for u in used), \
-                f"delta_t of layer {layer.layer} does not read delta_(t+1)"
-            assert layer.upstream in eq.rhs.free_symbols
-        assert layer.projection is not None and layer.recurrence is not None
+            assert (lhs.role in named, lhs.layer, lhs.time) == (True, layer.layer, T_SYMBOL)
+        # step t reads step t + 1's named adjoints (every gate's, and δ^c or δ^h of a gated cell)
+        read = {info[x] for eq in layer.delta for x in _rule_symbols(eq.rhs)}
+        carried = {(q.role, q.gate) for q in read if q.role in named and q.time == T_SYMBOL + 1}
+        assert carried == CARRIED[s.model.cell]
+        assert {(info[x].role, info[x].gate) for x in layer.carried} == carried
+        assert any(layer.upstream in eq.rhs.free_symbols for eq in layer.delta)
+        assert (layer.projection is not None) == (s.model.cell == "elman")
     assert rule.top_upstream is not None
     if s.model.output_size:
         assert rule.output_delta is not None and info[rule.output_delta.lhs].role == "output_delta"
         assert set(rule.output_uses) == {p for p in rule.sym.params() if info[p].role.startswith("output")}
+
+
+def test_the_lstm_carries_the_cell_state_through_the_forget_gate() -> None:
+    """δ^c_t = ... + δ^c_{t+1} ⊙ f_{t+1}: the additive path of document 004's remedy."""
+    rule = bptt.step_rule(specs.preset("lstm_softmax"))
+    sym = rule.sym
+    (cell,) = [eq for eq in rule.layers[0].delta if sym.info[eq.lhs].role == "cell_delta"]
+    carried = sp.HadamardProduct(sym("cell_delta", 1, T_SYMBOL + 1), sym("gate", 1, T_SYMBOL + 1, gate="f"))
+    assert carried in cell.rhs.args
 
 
 def test_step_rule_passes_the_gradient_down_the_stack() -> None:
@@ -272,7 +291,10 @@ def _replay(name: str):
             if (qx.role, qx.layer, k) in local and time == k:
                 out[x] = local[(qx.role, qx.layer, k)]
                 continue
-            target = d.sym(qx.role, qx.layer, time)
+            if (qx.role, qx.layer, qx.gate, k) in local and time == k:
+                out[x] = local[(qx.role, qx.layer, qx.gate, k)]
+                continue
+            target = d.sym(qx.role, qx.layer, time, None, qx.gate)
             out[x] = env[target] if target in env else np.zeros(check._shape(target, sizes))
         return out
 
@@ -296,10 +318,12 @@ def test_step_rule_replayed_reproduces_the_unrolled_deltas(name: str) -> None:
             top = np.zeros(check._shape(d.sym("hidden", L, sp.Integer(k)), d.sym.sizes()))
         local[("hidden_grad", L, k)] = top
         for layer in reversed(rule.layers):
-            (eq,) = layer.delta
-            got = run(eq.rhs, k, local)
-            np.testing.assert_allclose(got, env[d.sym("delta", layer.layer, sp.Integer(k))], rtol=1e-13, atol=1e-15)
-            local[("delta", layer.layer, k)] = got
+            for eq in layer.delta:   # every named adjoint of the step, in the rule's order
+                q = rule.sym.info[eq.lhs]
+                got = run(eq.rhs, k, local)
+                want = env[d.sym(q.role, layer.layer, sp.Integer(k), None, q.gate)]
+                np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-15)
+                local[(q.role, layer.layer, q.gate, k)] = got
             if layer.layer > 1:
                 local[("hidden_grad", layer.layer - 1, k)] = run(layer.down, k, local)
 
@@ -310,7 +334,8 @@ def test_step_rule_uses_summed_over_t_give_the_totals(name: str) -> None:
     for layer in rule.layers:
         for p, contribution in layer.uses.items():
             summed = sum(run(contribution, k, {}) for k in range(1, T + 1))
-            np.testing.assert_allclose(summed, value(d, d.totals[d.sym(rule.sym.info[p].role, layer.layer)], env),
+            q = rule.sym.info[p]
+            np.testing.assert_allclose(summed, value(d, d.totals[d.sym(q.role, layer.layer, gate=q.gate)], env),
                                        rtol=1e-12, atol=1e-14)
 
 

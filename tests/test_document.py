@@ -40,6 +40,13 @@ def _variants() -> list[Spec]:
              for p, steps, truncate in (("cs231n", 2, 0), ("dlai", 1, 1))]
     # no output layer and no loss: the upstream gradient is the target
     extra.append(Spec(name="layer", model=Model(2, (3,)), loss=Loss("none"), bptt=BPTT(steps=2)))
+    # gated cells: an LSTM and both GRU resets (their sections, gate names and conventions)
+    extra += [Spec(name=f"{cell}_{reset}", model=Model(3, (2,), output_size=2, output_activation="softmax",
+                                                      cell=cell, gru_reset=reset),
+                   loss=Loss("cross_entropy"), bptt=BPTT(steps=2))
+              for cell, reset in (("lstm", "after"), ("gru", "after"), ("gru", "before"))]
+    extra.append(Spec(name="lstm_dlai", model=Model(2, (2,), output_size=2, output_activation="softmax", cell="lstm"),
+                      loss=Loss("cross_entropy"), bptt=BPTT(steps=1), notation=Notation(preset="dlai")))
     return [preset(n) for n in preset_names()] + extra
 
 

@@ -75,7 +75,7 @@ def test_float32_in_float32_out(name: str) -> None:
         np.int64 if mod.SPEC["loss"]["kind"] == "cross_entropy" else np.float32))
     assert np.asarray(loss).dtype == np.float32
     assert all(g.dtype == np.float32 for k, g in grads.items() if k != "h0")
-    assert all(h.dtype == np.float32 for h in grads["h0"])
+    assert all(h.dtype == np.float32 for h in np.broadcast_arrays(*grads["h0"]))   # (dh, dc) pairs too
     back = mod.backward(np.ones_like(hs), cache)
     assert all(g.dtype == np.float32 for k, g in back.items() if k != "h0")
 

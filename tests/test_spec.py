@@ -24,7 +24,7 @@ from derive.spec import BPTT, Loss, Model, Notation, Spec, SpecError
 
 PRESETS = specs.preset_names()
 TRAINING_PRESETS = ["chunked_elman"]   # presets of issue 13 (training loops), not of a source document
-EXPECTED_PRESETS = ["chunked_elman", "elman_softmax", "many_to_one_bce", "stacked_mse", "truncated_elman", "uwv_softmax"]
+EXPECTED_PRESETS = ["chunked_elman", "elman_softmax", "gru_softmax", "lstm_softmax", "many_to_one_bce", "stacked_mse", "truncated_elman", "uwv_softmax"]
 
 
 # --------------------------------------------------------------------------- a tiny TOML writer
@@ -134,7 +134,8 @@ def test_to_dict_has_exactly_the_conventions_keys(name: str) -> None:
     d = specs.preset(name).to_dict()
     assert set(d) == CONVENTION_KEYS[""]
     for table in ("model", "loss", "bptt", "notation", "example"):
-        assert set(d[table]) == CONVENTION_KEYS[table], table
+        extra = {"gru_reset"} if table == "model" and d["model"]["cell"] == "gru" else set()
+        assert set(d[table]) == CONVENTION_KEYS[table] | extra, table
     assert isinstance(d["model"]["hidden_sizes"], list)
     assert isinstance(d["notation"]["names"], dict)
     json.dumps(d)  # plain data only

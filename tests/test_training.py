@@ -340,8 +340,12 @@ def test_step_is_one_step_of_predict(name: str, style: str) -> None:
 
 def test_params_carry_gate_none() -> None:
     for name in specs.preset_names():
-        mod = module(specs.preset(name))
-        assert all("gate" in info and info["gate"] is None for info in mod.PARAMS.values())
+        s = specs.preset(name)
+        mod = module(s)
+        gates = {"elman": {None}, "lstm": set("ifgo"), "gru": set("rzn")}[s.model.cell]
+        assert all("gate" in info for info in mod.PARAMS.values())
+        assert {info["gate"] for info in mod.PARAMS.values() if info["layer"] <= s.model.layers} == gates
+        assert all(info["gate"] is None for info in mod.PARAMS.values() if info["layer"] > s.model.layers)
 
 
 @pytest.mark.parametrize("name", ["chunked_elman", "stacked_mse", "uwv_softmax", "many_to_one_bce"])

@@ -56,8 +56,11 @@ class _Stacks:
             name = self.local(f"{self.refs[parts[0]]}_{''.join(gates)}" if len(gates) < len(self.gates)
                               else f"{role.split('_')[0]}_{self.layer}_stacked")
             axis = 1 if sym.row and not role.endswith("bias") else 0   # biases are 1-D arrays
+            sizes = sym.sizes()
+            whole = tuple(int(sp.sympify(d).xreplace(sizes)) for d in shape)
+            whole = (max(whole),) if role.endswith("bias") else whole
             self.lines.append(f"{name} = np.concatenate([{', '.join(self.refs[p] for p in parts)}]"
-                              + (f", axis={axis})" if axis else ")"))
+                              + (f", axis={axis}" if axis else "") + f', out=_empty(ws, "{name}", {whole}, dtype))')
             self.refs[stacked] = name
             self.made[key] = stacked
         return self.made[key]
@@ -229,7 +232,7 @@ def layers_view(rule: "StepRule", spec, local, refs: dict) -> list[dict]:
             W = stacks.of("recurrent_weight", order)
             step_pr.refs.update(stacks.refs)
             buf = local(f"rec_{l}" + (f"_{j}" if j else ""))
-            setup.append(f"{buf} = np.empty((B, {len(order) * H}), dtype=dtype)")
+            setup.append(f'{buf} = _empty(ws, "{buf}", (B, {len(order) * H}), dtype)')
             first_use = min(gates.index(k) for k in order)
             lines = [f"np.dot({step_pr._paren(vec.T if not sym.row else vec)}, "
                      f"{_transposed_ref(step_pr, W, local, setup)}, out={buf})"]
@@ -337,12 +340,13 @@ def _backward(rule, lr, spec, local, refs, stacks, gview, span, states, sv, stor
     other = {role: local(f"{name}_{l}") for role, name in named.items() if role != "pre_activation"}
     buffers = {D: width, **{name: H for name in other.values()}}
     age_axis = "_TRUNCATE, " if ages else ""
-    setup = [f"{name} = np.zeros((T + 1, {age_axis}B, {size}), dtype=dtype)" for name, size in buffers.items()]
+    setup = [line for name, size in buffers.items() for line in (
+        f'{name} = _empty(ws, "{name}", (T + 1, {age_axis}B, {size}), dtype)', f"{name}[...] = 0")]
     # where step t reads step t + 1's adjoints: the next row, the zero row at a chunk border,
     # or (window truncation) the next row one step older
     older = {name: local(f"older_{name}") for name in buffers} if ages else {}
-    setup += [f"{older[name]} = np.empty((_TRUNCATE, B, {size}), dtype=dtype)" for name, size in buffers.items()
-              if ages]
+    setup += [f'{older[name]} = _empty(ws, "{older[name]}", (_TRUNCATE, B, {size}), dtype)'
+              for name, size in buffers.items() if ages]
     nxt = "nxt" if chunk else "t + 1"
     now_of = {name: f"{name}[t]" for name in buffers}
     next_of = {name: older[name] if ages else f"{name}[{nxt}]" for name in buffers}
@@ -389,7 +393,7 @@ def _backward(rule, lr, spec, local, refs, stacks, gview, span, states, sv, stor
         if time != t + 1:
             return None   # outside the loop: one product per gate
         first = span[ks[0]][0]
-        setup.append(f"{stk} = np.empty(({age_axis}B, {len(ks) * H}), dtype=dtype)")
+        setup.append(f'{stk} = _empty(ws, "{stk}", ({age_axis}B, {len(ks) * H}), dtype)')
         return stk, [f"{stk}[..., {span[k][0] - first}:{span[k][1] - first}] = {pr.vector(y)}" for k, y in members]
 
     step = [f"_older({name}[t + 1], {older[name]})" for name in buffers if ages and any(
@@ -406,7 +410,8 @@ def _backward(rule, lr, spec, local, refs, stacks, gview, span, states, sv, stor
     if ages:
         for name in buffers:
             total[name] = local(f"{name}_sum")
-            finish.append(f"{total[name]} = {name}[:-1].sum(axis=1)")
+            finish.append(f'{total[name]} = np.sum({name}[:-1], axis=1, out=_empty(ws, "{total[name]}", '
+                          f'(T, B, {buffers[name]}), dtype))')
     all_refs = {**refs, below_step: below_all}
     for k in gates:
         all_refs[sym("delta", l, t, gate=k)] = gate_part(total[D], k) if ages else f"{dview[k]}[:-1]"
@@ -506,7 +511,7 @@ def _transposed_ref(pr: LoopCodePrinter, W: sp.MatrixSymbol, local, setup: list[
     if pr.sym.row:
         return pr.refs[W]
     name = local(pr.refs[W] + "T")
-    setup.append(f"{name} = np.ascontiguousarray({pr.refs[W]}.T)")
+    setup.append(f'{name} = _transposed(ws, "{name}", {pr.refs[W]})')
     return name
 
 

@@ -17,20 +17,29 @@ from derive.symbols import VECTOR_ROLES, Symbols
 #: The order of terms in a printed sum, as the documents write them: W x + U h + b, and
 #: in a delta the error or the layer above first, then the recurrent term (e + V delta).
 _TERM_ORDER = ("hidden_grad", "projection", "input_weight", "output_weight", "output", "hidden",
-               "logits", "target", "upstream", "recurrent_weight", "bias", "output_bias", "delta")
+               "logits", "target", "upstream", "recurrent_weight", "bias", "output_bias", "delta",
+               # gated cells: c_t = f ⊙ c_{t-1} + i ⊙ g; the adjoint carried from step t+1 last
+               "cell", "hidden_delta", "cell_delta")
 
 
 def _ordered(sym: Symbols, terms) -> list[sp.Expr]:
     """Terms ranked by role, then by time step (so step 10 follows step 9), then by text;
     the text (slow to print) is only looked at where role and step tie."""
-    def rank(term: sp.Expr) -> tuple[int, int]:
+    gates = tuple(getattr(sym.cell, "GATES", ()))
+
+    def rank(term: sp.Expr) -> tuple[int, int, int]:
+        if isinstance(term, (sp.OneMatrix, sp.Identity)):   # 1 - z: the constant first
+            return (-2, 0, 0)
         symbols = term.atoms(sp.MatrixSymbol)
         if any(s not in sym.info for s in symbols):   # a document's own name (e^t): the error comes first
-            return (-1, 0)
+            return (-1, 0, 0)
         infos = [sym.info[s] for s in symbols]
         ranks = [_TERM_ORDER.index(q.role) for q in infos if q.role in _TERM_ORDER]
         times = [int(q.time) for q in infos if q.time is not None and q.time.is_Integer]
-        return (min(ranks) if ranks else len(_TERM_ORDER), max(times, default=0))
+        # a gated cell's per-gate terms in the cell's gate order (i, f, g, o; r, z, n), by the
+        # last gate a term reads (W_hn^T (delta^n ⊙ r) is the n gate's)
+        order = [gates.index(q.gate) for q in infos if q.gate in gates]
+        return (min(ranks) if ranks else len(_TERM_ORDER), max(times, default=0), max(order, default=0))
 
     keys = {term: rank(term) for term in terms}
     if len(set(keys.values())) == len(keys) == len(terms):
@@ -56,6 +65,7 @@ class HandoutLatexPrinter(LatexPrinter):
         self.sym = sym
         self.names = sym.names
         self._bound: dict[sp.Symbol, str] = {}
+        self._sum_term = False   # printing a term of a matrix sum (1 - z: the ones are "1")
         #: every size is 1: print as scalars (no transposes, no diag, `\cdot` for the
         #: elementwise product), as a textbook writes a scalar model
         self.scalar = all(int(n) == 1 for n in sym.sizes().values()) if scalar is None else scalar
@@ -82,7 +92,7 @@ class HandoutLatexPrinter(LatexPrinter):
             return f"E_{{{time}}}" if self.names.preset.time == "sub" else f"E^{{{time}}}"
         if q.role == "input":
             return self.names.latex("input", None, time)
-        text = self.names.latex(q.role, q.layer, time)
+        text = self.names.latex(q.role, q.layer, time, q.gate)
         if q.age is not None:
             text = rf"{text}^{{[{q.age}]}}" if "^" not in text else text.replace("^{", f"^{{[{q.age}]\\,", 1)
         return text
@@ -171,10 +181,20 @@ class HandoutLatexPrinter(LatexPrinter):
         return f"{inner}^{{\\top}}"
 
     def _print_MatAdd(self, expr: sp.MatAdd) -> str:
-        return _ordered_sum(self, expr)
+        # a vector of ones as a term of a sum is written 1, as in 1 - z (the GRU's update)
+        ones = [a for a in expr.args if isinstance(a, sp.OneMatrix)]
+        if not ones:
+            return _ordered_sum(self, expr)
+        outer, self._sum_term = self._sum_term, True
+        try:
+            return _ordered_sum(self, expr)
+        finally:
+            self._sum_term = outer
 
     def _print_MatMul(self, expr: sp.MatMul) -> str:
         coeff, factors = expr.as_coeff_matrices()
+        if coeff == -1 and len(factors) == 1 and isinstance(factors[0], sp.HadamardProduct):
+            return f"-{self._print(factors[0])}"   # - a ⊙ b: the Hadamard product binds as a product
         if self.scalar:
             factors = [f for f in factors if not isinstance(f, sp.Identity)] or factors
         parts = []
@@ -233,7 +253,17 @@ class HandoutLatexPrinter(LatexPrinter):
         return rf"\operatorname{{diag}}{text}" if wrapped else rf"\operatorname{{diag}}\left({text}\right)"
 
     def _print_OneMatrix(self, expr: sp.OneMatrix) -> str:
-        return "1" if self.scalar else r"\mathbf{1}"
+        return "1" if self.scalar or self._sum_term else r"\mathbf{1}"
+
+    def _print_Function(self, expr: sp.Function, exp: str | None = None) -> str:
+        """tanh(c) of a quantity inside an elementwise body prints as the function of the
+        quantity, as tanh(c) does elsewhere: tanh^2(c), not SymPy's tanh^{2}{(c )}."""
+        if len(expr.args) == 1 and expr.args[0] in self._bound and expr.func in self._NAMES:
+            power = f"^{{{exp}}}" if exp is not None else ""
+            arg = self._bound[expr.args[0]]
+            arg = arg if arg.startswith(r"\left(") else rf"\left({arg}\right)"
+            return rf"{self._NAMES[expr.func]}{power}{arg}"
+        return super()._print_Function(expr, exp)
 
     def _print_Identity(self, expr: sp.Identity) -> str:
         return "1" if self.scalar else "I"

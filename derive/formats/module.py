@@ -13,6 +13,16 @@ The loss allocates little (issue 15): the logits are written into one (T, B, cla
 buffer that becomes the softmax and then dE/dz in place, class targets are read at their
 index (the loss table's `gathered` form: no one-hot rows), and that buffer is released
 before the recursion runs.
+
+The opt-in workspace (issue 15) is buffer management only: every large scratch array is
+allocated by `_empty(ws, key, shape, dtype)` (`templates/helpers/_workspace.py.j2`), which
+is `np.empty` without a workspace and the workspace's buffer `key` with one. A key is
+always a name the `Namer` hands out (the local's own name, or a template name), so two
+buffers that can be alive at once never share one; the one deliberate sharing is the top
+layer's deltas taking the key "logits", whose buffer is dead once the recursion starts.
+Every buffer is written whole before it is read, and nothing returned is allocated there
+(gradients, the loss, `grads["xs"]` and `h_final` are new arrays; `forward`'s cache never
+lives there).
 """
 from __future__ import annotations
 
@@ -53,10 +63,16 @@ TEMPLATE_NAMES = frozenset({
     "_CLIP_NORM", "_TORCH", "_predict", "_check_clip",
     # fused loss (issue 15)
     "lse", "picked", "older",
+    # the opt-in workspace (issue 15): its locals, and the keys of its buffers that are not
+    # a symbol's local (a key is always a name the Namer hands out, so keys never clash)
+    "workspace", "ws", "private", "states", "dtop_all", "Workspace", "_check_workspace", "_empty",
+    "_state_copy",
+    # gated cells (issue 14)
+    "nxt",
 })
 #: Helpers a module defines only when its code calls them (templates/helpers/<name>.py.j2).
 HELPERS = ("_matmul_steps", "_contract_steps", "_scatter_steps", "_older", "_softmax", "_softmax_lse", "_logsumexp",
-           "_add_at", "_one_hot")
+           "_add_at", "_one_hot", "_transposed")
 
 
 class Namer:
@@ -150,6 +166,9 @@ def module_view(derivation: "Derivation", command: str, template: str, local: Na
         # backward: delta_t = (upstream + recurrent term) * slope; the slope of all steps
         # comes at once from the stored h (tanh' = 1 - h^2)
         delta_rule = lr.delta[0].rhs
+        # with a workspace, the top layer's deltas take the logits' bytes: loss_and_grads has
+        # released the logits before the recursion runs (the workspace holds one buffer less)
+        delta_key = "logits" if l == L and m.output_size else None
         total_part, slope_part = (delta_rule.args if isinstance(delta_rule, sp.HadamardProduct)
                                   else (delta_rule, None))
         slope_printer = printer({}, steps=True)
@@ -165,12 +184,12 @@ def module_view(derivation: "Derivation", command: str, template: str, local: Na
             back = printer(step_refs)
             setup = _transposed_copies(back, total_part, local)
             if slope_part is not None:
-                setup += [f"slope = np.empty((T, B, {H}), dtype=dtype)", *slope_into("slope")]
-            setup.append(f"{delta[l]} = np.zeros((T + 1, _TRUNCATE, B, {H}), dtype=dtype)")
-            setup.append(f"older = np.empty((_TRUNCATE, B, {H}), dtype=dtype)")
+                setup += [_empty("slope", f"(T, B, {H})"), *slope_into("slope")]
+            setup += [_empty(delta[l], f"(T + 1, _TRUNCATE, B, {H})", delta_key), f"{delta[l]}[...] = 0"]
+            setup.append(_empty("older", f"(_TRUNCATE, B, {H})"))
             backward_step = back.accumulate(f"{delta[l]}[t]", total_part)
             backward_step += [f"{delta[l]}[t] *= slope[t]"] if slope_part is not None else []
-            total_line = f"{delta[l]}[:-1].sum(axis=1)"
+            total_line = None   # the ages summed, below
         else:
             # the last step has no delta_{T+1}: its rule (the step rule with delta_{t+1} = 0)
             # is peeled off the loop, so the delta buffer needs no zero row
@@ -178,7 +197,7 @@ def module_view(derivation: "Derivation", command: str, template: str, local: Na
             back = printer(step_refs)
             last = printer({sym("hidden_grad", l, t): "gv[T - 1]"})
             boundary = total_part.xreplace({sym("delta", l, t + 1): sp.ZeroMatrix(*total_part.shape)}).doit()
-            setup = [*_transposed_copies(back, total_part, local), f"{delta[l]} = np.empty((T, B, {H}), dtype=dtype)"]
+            setup = [*_transposed_copies(back, total_part, local), _empty(delta[l], f"(T, B, {H})", delta_key)]
             if slope_part is not None:
                 # the slope is written into the delta buffer, which then becomes the delta
                 setup += [*slope_into(delta[l]), f"{dv}, gv = list({delta[l]}), list(g)",
@@ -197,6 +216,8 @@ def module_view(derivation: "Derivation", command: str, template: str, local: Na
             chunk_step = ([f"{dv}[t] *= {border.vector(boundary)}"] if slope_part is not None
                           else border.accumulate(f"{dv}[t]", boundary))
         total = local(f"{delta[l]}_sum")
+        if k:
+            total_line = f'np.sum({delta[l]}[:-1], axis=1, out=_empty(ws, "{total}", (T, B, {H}), dtype))'
         total_refs = {sym("delta", l, t): total, below_step: below_all,
                       sym("hidden", l, t - 1): f"{h[l]}[:-1]"}
         key = {p: names.python(sym.info[p].role, sym.info[p].layer) for p in sym.params()}
@@ -207,7 +228,12 @@ def module_view(derivation: "Derivation", command: str, template: str, local: Na
                  for p, e in lr.uses.items()]
         grads.sort(key=lambda g: [x["name"] for x in params].index(g["name"]))
         # the gradient sent below: per age for a lower layer, summed for xs
-        down_ages = printer({sym("delta", l, t): f"{delta[l]}[:-1]" if k else delta[l]}, steps=True).vector(lr.down)
+        # a lower layer's upstream is a scratch buffer (xs's gradient is returned: a new array)
+        down_printer = printer({sym("delta", l, t): f"{delta[l]}[:-1]" if k else delta[l]}, steps=True)
+        down_into = []
+        if l > 1:
+            shape = f"(T, _TRUNCATE, B, {m.hidden_sizes[l - 2]})" if k else f"(T, B, {m.hidden_sizes[l - 2]})"
+            down_into = [_empty("g", shape, local(f"{delta[l]}_down")), *down_printer.accumulate("g", lr.down)]
         down_sum = printer({sym("delta", l, t): total}, steps=True).vector(lr.down)
         h0 = printer({sym("delta", l, sp.Integer(1)): f"{total}[0]"}).vector(rule.initial[l])
         layers.append({
@@ -216,7 +242,7 @@ def module_view(derivation: "Derivation", command: str, template: str, local: Na
             "forward_copies": forward_copies, "forward_step": forward_step, "chunk_step": chunk_step,
             "backward_setup": setup, "backward_step": backward_step, "total_line": total_line,
             "first_step": "T - 1" if k else "T - 2",
-            "grads": grads, "total": total, "down": down_ages if l > 1 else down_sum,
+            "grads": grads, "total": total, "down": down_sum, "down_into": down_into,
             "down_is_xs": l == 1, "h0": h0,
             "param_locals": [x for x in params if x["layer"] == l],
             "step_state": f'cache["{h[l]}"][1]',
@@ -252,7 +278,8 @@ def module_view(derivation: "Derivation", command: str, template: str, local: Na
             "prediction": pr.vector(pred[0]) if pred else "logits",
             "dlogits": _fused_rule(printer(d_refs, steps=True), rule.output_delta.rhs, target,
                                    "probs" if fused else None, fused),
-            "dtop": printer(d_refs, steps=True).vector(rule.top_upstream),
+            "dtop_into": [_empty("dtop", f"hs.shape[:2] + ({m.hidden_sizes[-1]},)"),
+                          *printer(d_refs, steps=True).accumulate("dtop", rule.top_upstream)],
             "grads": [{"name": key[p], "expr": printer(d_refs, steps=True).total(e)} for p, e in rule.output_uses.items()],
             "locals": [x for x in params if x["layer"] == L + 1],
             "target": "targets[..., None]" if loss.target == "class" else "targets",
@@ -368,7 +395,7 @@ def _fused_top(pr: LoopCodePrinter, expr: sp.MatrixExpr, target: sp.MatrixSymbol
         return [f"dtop = {pr.vector(expr)}"], pr.grand_total(loss), []
     scale, rest, sign = split
     residual = rest + sign * target
-    lines = [f"dtop = {pr.vector(residual)}"]
+    lines = [_empty("dtop", "hs.shape"), *pr.accumulate("dtop", residual)]
     reader = FusedPrinter(pr.sym, pr.refs, steps=True)
     reader.fused.update({residual: "dtop", residual.T: "dtop"})
     text = reader.grand_total(loss)
@@ -402,8 +429,16 @@ def _transposed_copies(printer: LoopCodePrinter, expr: sp.MatrixExpr, local: Nam
     for weight in printer.transposes(expr):
         name = local(printer.refs[weight] + "T")
         printer.transposed[weight] = name
-        lines.append(f"{name} = np.ascontiguousarray({printer.refs[weight]}.T)")
+        lines.append(f'{name} = _transposed(ws, "{name}", {printer.refs[weight]})')
     return lines
+
+
+def _empty(name: str, shape: str, key: str | None = None) -> str:
+    """`name = _empty(ws, key, shape, dtype)`: a new array, or the workspace's buffer `key`
+    (by default the local's own name: every key is a name the Namer hands out, so two
+    buffers that can be alive together never share one)."""
+    line = f'{name} = _empty(ws, "{key or name}", {shape}, dtype)'
+    return line + "   # the logits' bytes: loss_and_grads is done with them" if key == "logits" else line
 
 
 def unrolled_view(derivation: "Derivation", labels: dict, command: str, template: str) -> dict:

@@ -10,6 +10,11 @@ of math below is printed by SymPy from the derivation's generic step rule.
 Every function checks its arguments and raises ValueError naming the wrong one. As in
 scipy.linalg, check_finite=True (the default) also refuses NaN and infinity in the inputs;
 check_finite=False skips that scan. Returned arrays never share memory with the cache.
+
+In a training loop, create one ws = Workspace() and pass workspace=ws on every call of
+loss_and_grads (backward and forward take it too): the large scratch buffers then live in
+it from one call to the next instead of being allocated, and page-faulted in, on every
+call. Results are bitwise the same; nothing returned shares memory with it; use one per thread.
 """
 import numpy as np
 
@@ -55,28 +60,33 @@ def init_params(seed=0, scale=0.1):
     return params
 
 
-def forward(params, xs, h0=None, *, check_finite=True):
-    """Run the network over xs (T, B, 1); return the top hidden states and a cache."""
-    hs, cache = _forward(params, xs, h0, check_finite)
+def forward(params, xs, h0=None, *, check_finite=True, workspace=None):
+    """Run the network over xs (T, B, 1); return the top hidden states and a cache.
+
+    workspace: a Workspace() for the per-step buffers (the cache, which you keep, never lives there)."""
+    hs, cache = _forward(params, xs, h0, check_finite, _check_workspace(workspace))
     return hs.copy(), cache   # a copy: changing hs never changes what backward() sees
 
 
-def _forward(params, xs, h0, check_finite):
+def _forward(params, xs, h0, check_finite, ws=None, private=False):
+    """ws: the workspace for scratch buffers, or None; private=True when the cache never leaves
+    the module (loss_and_grads), so that the hidden states may live in the workspace too."""
     xs, dtype = _check_xs(params, xs, check_finite)
     T, B = xs.shape[:2]
     h0 = _check_h0(h0, B, dtype, check_finite)
     p = {name: np.asarray(params[name], dtype=dtype) for name in PARAMS}
+    states = ws if private else None   # a cache handed to the caller never lives in the workspace
 
     # layer 1: input projection of all steps at once, then the recurrence
     w_i = p["w_i"]
     w_h = p["w_h"]
-    o = np.empty((T + 1, B, 1), dtype=dtype)
+    o = _empty(states, "o", (T + 1, B, 1), dtype)
     o[0] = h0[0]
     if xs.ndim == 2:   # token indices: the rows of the input weight that they pick
         np.take(w_i, xs, axis=0, out=o[1:], mode="clip")
     else:
         _matmul_steps(xs, w_i, out=o[1:])
-    ov, tmp = list(o), np.empty((B, 1), dtype=dtype)
+    ov, tmp = list(o), _empty(ws, "tmp", (B, 1), dtype)
     for t in range(T):
         np.dot(ov[t], w_h, out=tmp)
         ov[t + 1] += tmp
@@ -90,20 +100,23 @@ def _forward(params, xs, h0, check_finite):
     return o[1:], cache
 
 
-def backward(dhs, cache, *, clip=None, clip_norm=None, check_finite=True):
+def backward(dhs, cache, *, clip=None, clip_norm=None, check_finite=True, workspace=None):
     """BPTT given the upstream gradient dhs (T, B, 1) on the top hidden states.
 
-    clip and clip_norm override the spec's clipping for this call (None keeps it, 0 = off)."""
+    clip and clip_norm override the spec's clipping for this call (None keeps it, 0 = off).
+    workspace: a Workspace() kept across calls for the scratch buffers (the deltas, ...)."""
     clip, clip_norm = _check_clip(clip, clip_norm)
+    ws = _check_workspace(workspace)
     xs = _check_cache(cache)
     dhs = _check_array("dhs", dhs, xs.shape[:2] + (1,), cache["h_final"][0].dtype, check_finite)
-    grads = _backward(dhs, cache)
+    grads = _backward(dhs, cache, ws)
     grads["w_o"] = np.zeros_like(cache["params"]["w_o"])
     return _finish(grads, clip, clip_norm)
 
 
-def _backward(dtop, cache):
-    """The delta recursion, layer by layer from the top, each over t = T..1."""
+def _backward(dtop, cache, ws=None):
+    """The delta recursion, layer by layer from the top, each over t = T..1 (scratch buffers
+    in the workspace ws, when there is one; the gradients returned are new arrays)."""
     p, xs = cache["params"], cache["xs"]
     T, B = xs.shape[:2]
     dtype = cache["h_final"][0].dtype
@@ -115,13 +128,13 @@ def _backward(dtop, cache):
     # layer 1
     w_i = p["w_i"]
     w_h = p["w_h"]
-    w_hT = np.ascontiguousarray(w_h.T)
-    delta_o = np.empty((T, B, 1), dtype=dtype)
+    w_hT = _transposed(ws, "w_hT", w_h)
+    delta_o = _empty(ws, "logits", (T, B, 1), dtype)   # the logits' bytes: loss_and_grads is done with them
     np.square(o[1:], out=delta_o)
     np.subtract(1, delta_o, out=delta_o)
     delta_ov, gv = list(delta_o), list(g)
     delta_ov[T - 1] *= gv[T - 1]
-    tmp = np.empty((B, 1), dtype=dtype)
+    tmp = _empty(ws, "tmp", (B, 1), dtype)
     for t in range(T - 2, -1, -1):
         np.dot(delta_ov[t + 1], w_hT, out=tmp)
         tmp += gv[t]
@@ -160,36 +173,44 @@ def _predict(params, xs, h0, check_finite):
     return np.exp(-np.logaddexp(0, -logits)), cache
 
 
-def loss_and_grads(params, xs, targets, h0=None, *, return_state=False, clip=None, clip_norm=None, check_finite=True):
+def loss_and_grads(params, xs, targets, h0=None, *, return_state=False, clip=None, clip_norm=None, check_finite=True,
+                   workspace=None):
     """Forward, loss (bce, last step only) and every gradient in one call.
 
     return_state=True also returns h_final (as cache["h_final"]), to carry the state into the
     next chunk. clip and clip_norm override the spec's clipping for this call (None keeps it,
-    0 = off); they apply to parameter gradients only."""
+    0 = off); they apply to parameter gradients only. workspace: a Workspace() passed on every
+    call of a training loop keeps the large scratch buffers (hidden states, deltas, logits)
+    from one call to the next; the results never share memory with it."""
     clip, clip_norm = _check_clip(clip, clip_norm)
-    hs, cache = _forward(params, xs, h0, check_finite)
+    ws = _check_workspace(workspace)
+    hs, cache = _forward(params, xs, h0, check_finite, ws, private=True)
     T, B = hs.shape[:2]
     dtype = hs.dtype
     hs = hs[-1:]
     targets = _check_targets(targets, B, dtype, check_finite)[None]
     p = cache["params"]
     w_o = p["w_o"]
-    logits = np.empty(hs.shape[:2] + (1,), dtype=dtype)
+    logits = _empty(ws, "logits", hs.shape[:2] + (1,), dtype)
     _matmul_steps(hs, w_o, out=logits)
     y = targets
     probs = np.exp(-np.logaddexp(0, -logits))
     loss = np.sum(np.logaddexp(0, logits)) - np.sum(y * logits)
     dlogits = probs
     dlogits -= y
-    dtop = _matmul_steps(dlogits, w_o.T)
+    dtop = _empty(ws, "dtop", hs.shape[:2] + (1,), dtype)
+    _matmul_steps(dlogits, w_o.T, out=dtop)
     grads = {
         "w_o": _contract_steps(hs, dlogits),
     }
-    del logits, probs, dlogits   # the (T, B, classes) buffers are dead before the recursion runs
-    dtop = np.concatenate([np.zeros((T - 1,) + dtop.shape[1:], dtype=dtype), dtop])
-    grads.update(_backward(dtop, cache))
-    if return_state:
-        return loss, _finish(grads, clip, clip_norm), cache["h_final"]
+    del logits, probs, dlogits   # the (T, B, classes) buffers are dead (or back in the workspace) before the recursion runs
+    dtop_all = _empty(ws, "dtop_all", (T,) + dtop.shape[1:], dtype)   # no loss before the last step
+    dtop_all[:-1] = 0
+    dtop_all[-1:] = dtop
+    dtop = dtop_all
+    grads.update(_backward(dtop, cache, ws))
+    if return_state:   # copies: the states may live in the workspace
+        return loss, _finish(grads, clip, clip_norm), _state_copy(cache["h_final"])
     return loss, _finish(grads, clip, clip_norm)
 
 
@@ -234,6 +255,69 @@ def from_torch(state_dict):
         params[name] = value.T.copy() if transpose else value
         _check_array(f"state_dict[{key!r}]", params[name], PARAMS[name]["shape"])
     return params
+
+
+class Workspace:
+    """Scratch buffers kept from one call to the next, for a training loop:
+
+        ws = Workspace()
+        for xs, targets in batches:
+            loss, grads = loss_and_grads(params, xs, targets, workspace=ws)
+
+    Without one, every call allocates its large temporaries (hidden states, deltas, logits)
+    and frees them at its end; the C library then often returns that memory to the operating
+    system, and the next call takes a page fault for every 4 KiB of it again. With one, the
+    module keeps them here, one buffer per name, and reuses a buffer whenever the next call
+    needs no more bytes (shapes and dtypes may change between calls; a larger call grows the
+    buffer). Nothing a call returns (loss, grads, h_final, the hs and cache of forward) shares
+    memory with the workspace, so the results of earlier calls never change; and the results
+    are bitwise the same with or without one. backward and forward take it too.
+
+    A workspace serves one call at a time: give each thread its own. nbytes is the memory
+    it holds; clear() releases it.
+    """
+
+    def __init__(self):
+        self._buffers = {}
+
+    @property
+    def nbytes(self):
+        """The bytes held, over every buffer."""
+        return sum(buffer.nbytes for buffer in self._buffers.values())
+
+    def clear(self):
+        """Release every buffer (the next call allocates them again)."""
+        self._buffers.clear()
+
+    def __repr__(self):
+        return f"Workspace({len(self._buffers)} buffers, {self.nbytes} bytes)"
+
+
+def _check_workspace(workspace):
+    if workspace is None or isinstance(workspace, Workspace):
+        return workspace
+    raise ValueError(f"workspace: expected None or a Workspace() of this module, got {type(workspace).__name__}")
+
+
+def _empty(ws, key, shape, dtype):
+    """np.empty(shape, dtype); with a workspace, its buffer `key` viewed with that shape and
+    dtype instead (grown when too small). Every caller writes each element before reading it."""
+    if ws is None:
+        return np.empty(shape, dtype=dtype)
+    dtype = np.dtype(dtype)
+    size = dtype.itemsize
+    for n in shape:
+        size *= n
+    buffer = ws._buffers.get(key)
+    if buffer is None or buffer.size < size:
+        buffer = ws._buffers[key] = np.empty(size, dtype=np.uint8)
+    return buffer[:size].view(dtype).reshape(shape)
+
+
+def _state_copy(state):
+    """Each layer's state (an array; a tuple of arrays for a gated cell) copied out of the
+    workspace: the caller's own arrays."""
+    return [tuple(a.copy() for a in s) if isinstance(s, tuple) else s.copy() for s in state]
 
 
 # --------------------------------------------------------------------- helpers
@@ -292,6 +376,16 @@ def _scatter_steps(index, values, classes):
     slots = (index.reshape(-1, 1) * n + np.arange(n)).ravel()
     out = np.bincount(slots, weights=values.reshape(-1), minlength=classes * n)
     return out.reshape(classes, n).astype(values.dtype, copy=False)
+
+
+def _transposed(ws, key, a):
+    """A C-contiguous copy of a.T (BLAS multiplies those faster in a loop than a transposed
+    view), in the workspace's buffer `key` when there is a workspace."""
+    if ws is None:
+        return np.ascontiguousarray(a.T)
+    out = _empty(ws, key, a.shape[::-1], a.dtype)
+    np.copyto(out, a.T)
+    return out
 
 
 def _as_array(name, value, shape):

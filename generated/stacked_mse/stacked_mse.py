@@ -10,6 +10,11 @@ of math below is printed by SymPy from the derivation's generic step rule.
 Every function checks its arguments and raises ValueError naming the wrong one. As in
 scipy.linalg, check_finite=True (the default) also refuses NaN and infinity in the inputs;
 check_finite=False skips that scan. Returned arrays never share memory with the cache.
+
+In a training loop, create one ws = Workspace() and pass workspace=ws on every call of
+loss_and_grads (backward and forward take it too): the large scratch buffers then live in
+it from one call to the next instead of being allocated, and page-faulted in, on every
+call. Results are bitwise the same; nothing returned shares memory with it; use one per thread.
 """
 import numpy as np
 
@@ -58,23 +63,28 @@ def init_params(seed=0, scale=0.1):
     return params
 
 
-def forward(params, xs, h0=None, *, check_finite=True):
-    """Run the network over xs (T, B, 3); return the top hidden states and a cache."""
-    hs, cache = _forward(params, xs, h0, check_finite)
+def forward(params, xs, h0=None, *, check_finite=True, workspace=None):
+    """Run the network over xs (T, B, 3); return the top hidden states and a cache.
+
+    workspace: a Workspace() for the per-step buffers (the cache, which you keep, never lives there)."""
+    hs, cache = _forward(params, xs, h0, check_finite, _check_workspace(workspace))
     return hs.copy(), cache   # a copy: changing hs never changes what backward() sees
 
 
-def _forward(params, xs, h0, check_finite):
+def _forward(params, xs, h0, check_finite, ws=None, private=False):
+    """ws: the workspace for scratch buffers, or None; private=True when the cache never leaves
+    the module (loss_and_grads), so that the hidden states may live in the workspace too."""
     xs, dtype = _check_xs(params, xs, check_finite)
     T, B = xs.shape[:2]
     h0 = _check_h0(h0, B, dtype, check_finite)
     p = {name: np.asarray(params[name], dtype=dtype) for name in PARAMS}
+    states = ws if private else None   # a cache handed to the caller never lives in the workspace
 
     # layer 1: input projection of all steps at once, then the recurrence
     W_1 = p["W_1"]
     V_1 = p["V_1"]
     b_1 = p["b_1"]
-    h_1 = np.empty((T + 1, B, 2), dtype=dtype)
+    h_1 = _empty(states, "h_1", (T + 1, B, 2), dtype)
     h_1[0] = h0[0]
     if xs.ndim == 2:   # token indices: the rows of the input weight that they pick
         np.take(W_1, xs, axis=0, out=h_1[1:], mode="clip")
@@ -82,7 +92,7 @@ def _forward(params, xs, h0, check_finite):
     else:
         _matmul_steps(xs, W_1, out=h_1[1:])
         h_1[1:] += b_1
-    h_1v, tmp = list(h_1), np.empty((B, 2), dtype=dtype)
+    h_1v, tmp = list(h_1), _empty(ws, "tmp", (B, 2), dtype)
     for t in range(T):
         np.dot(h_1v[t], V_1, out=tmp)
         h_1v[t + 1] += tmp
@@ -92,11 +102,11 @@ def _forward(params, xs, h0, check_finite):
     W_2 = p["W_2"]
     V_2 = p["V_2"]
     b_2 = p["b_2"]
-    h_2 = np.empty((T + 1, B, 1), dtype=dtype)
+    h_2 = _empty(states, "h_2", (T + 1, B, 1), dtype)
     h_2[0] = h0[1]
     _matmul_steps(h_1[1:], W_2, out=h_2[1:])
     h_2[1:] += b_2
-    h_2v, tmp = list(h_2), np.empty((B, 1), dtype=dtype)
+    h_2v, tmp = list(h_2), _empty(ws, "tmp", (B, 1), dtype)
     for t in range(T):
         np.dot(h_2v[t], V_2, out=tmp)
         h_2v[t + 1] += tmp
@@ -111,19 +121,22 @@ def _forward(params, xs, h0, check_finite):
     return h_2[1:], cache
 
 
-def backward(dhs, cache, *, clip=None, clip_norm=None, check_finite=True):
+def backward(dhs, cache, *, clip=None, clip_norm=None, check_finite=True, workspace=None):
     """BPTT given the upstream gradient dhs (T, B, 1) on the top hidden states.
 
-    clip and clip_norm override the spec's clipping for this call (None keeps it, 0 = off)."""
+    clip and clip_norm override the spec's clipping for this call (None keeps it, 0 = off).
+    workspace: a Workspace() kept across calls for the scratch buffers (the deltas, ...)."""
     clip, clip_norm = _check_clip(clip, clip_norm)
+    ws = _check_workspace(workspace)
     xs = _check_cache(cache)
     dhs = _check_array("dhs", dhs, xs.shape[:2] + (1,), cache["h_final"][0].dtype, check_finite)
-    grads = _backward(dhs, cache)
+    grads = _backward(dhs, cache, ws)
     return _finish(grads, clip, clip_norm)
 
 
-def _backward(dtop, cache):
-    """The delta recursion, layer by layer from the top, each over t = T..1."""
+def _backward(dtop, cache, ws=None):
+    """The delta recursion, layer by layer from the top, each over t = T..1 (scratch buffers
+    in the workspace ws, when there is one; the gradients returned are new arrays)."""
     p, xs = cache["params"], cache["xs"]
     T, B = xs.shape[:2]
     dtype = cache["h_final"][0].dtype
@@ -137,13 +150,13 @@ def _backward(dtop, cache):
     W_2 = p["W_2"]
     V_2 = p["V_2"]
     b_2 = p["b_2"]
-    V_2T = np.ascontiguousarray(V_2.T)
-    delta_h_2 = np.empty((T, B, 1), dtype=dtype)
+    V_2T = _transposed(ws, "V_2T", V_2)
+    delta_h_2 = _empty(ws, "delta_h_2", (T, B, 1), dtype)
     np.square(h_2[1:], out=delta_h_2)
     np.subtract(1, delta_h_2, out=delta_h_2)
     delta_h_2v, gv = list(delta_h_2), list(g)
     delta_h_2v[T - 1] *= gv[T - 1]
-    tmp = np.empty((B, 1), dtype=dtype)
+    tmp = _empty(ws, "tmp", (B, 1), dtype)
     for t in range(T - 2, -1, -1):
         np.dot(delta_h_2v[t + 1], V_2T, out=tmp)
         tmp += gv[t]
@@ -153,19 +166,20 @@ def _backward(dtop, cache):
     grads["V_2"] = _contract_steps(h_2[:-1], delta_h_2_sum)
     grads["b_2"] = delta_h_2_sum.sum(axis=(0, 1))
     grads["h0", 1] = delta_h_2_sum[0] @ V_2.T
-    g = _matmul_steps(delta_h_2, W_2.T)
+    g = _empty(ws, "delta_h_2_down", (T, B, 2), dtype)
+    _matmul_steps(delta_h_2, W_2.T, out=g)
 
     # layer 1
     W_1 = p["W_1"]
     V_1 = p["V_1"]
     b_1 = p["b_1"]
-    V_1T = np.ascontiguousarray(V_1.T)
-    delta_h_1 = np.empty((T, B, 2), dtype=dtype)
+    V_1T = _transposed(ws, "V_1T", V_1)
+    delta_h_1 = _empty(ws, "delta_h_1", (T, B, 2), dtype)
     np.square(h_1[1:], out=delta_h_1)
     np.subtract(1, delta_h_1, out=delta_h_1)
     delta_h_1v, gv = list(delta_h_1), list(g)
     delta_h_1v[T - 1] *= gv[T - 1]
-    tmp = np.empty((B, 2), dtype=dtype)
+    tmp = _empty(ws, "tmp", (B, 2), dtype)
     for t in range(T - 2, -1, -1):
         np.dot(delta_h_1v[t + 1], V_1T, out=tmp)
         tmp += gv[t]
@@ -202,23 +216,29 @@ def _predict(params, xs, h0, check_finite):
     return hs, cache
 
 
-def loss_and_grads(params, xs, targets, h0=None, *, return_state=False, clip=None, clip_norm=None, check_finite=True):
+def loss_and_grads(params, xs, targets, h0=None, *, return_state=False, clip=None, clip_norm=None, check_finite=True,
+                   workspace=None):
     """Forward, loss (mse) and every gradient in one call.
 
     return_state=True also returns h_final (as cache["h_final"]), to carry the state into the
     next chunk. clip and clip_norm override the spec's clipping for this call (None keeps it,
-    0 = off); they apply to parameter gradients only."""
+    0 = off); they apply to parameter gradients only. workspace: a Workspace() passed on every
+    call of a training loop keeps the large scratch buffers (hidden states, deltas, logits)
+    from one call to the next; the results never share memory with it."""
     clip, clip_norm = _check_clip(clip, clip_norm)
-    hs, cache = _forward(params, xs, h0, check_finite)
+    ws = _check_workspace(workspace)
+    hs, cache = _forward(params, xs, h0, check_finite, ws, private=True)
     T, B = hs.shape[:2]
     dtype = hs.dtype
     targets = _check_targets(targets, (T, B), dtype, check_finite)
-    dtop = hs - targets
+    dtop = _empty(ws, "dtop", hs.shape, dtype)
+    dtop[...] = hs
+    dtop -= targets
     loss = 1 / 2 * np.sum(dtop * dtop)
     grads = {}
-    grads.update(_backward(dtop, cache))
-    if return_state:
-        return loss, _finish(grads, clip, clip_norm), cache["h_final"]
+    grads.update(_backward(dtop, cache, ws))
+    if return_state:   # copies: the states may live in the workspace
+        return loss, _finish(grads, clip, clip_norm), _state_copy(cache["h_final"])
     return loss, _finish(grads, clip, clip_norm)
 
 
@@ -265,6 +285,69 @@ def from_torch(state_dict):
         params[name] = value.T.copy() if transpose else value
         _check_array(f"state_dict[{key!r}]", params[name], PARAMS[name]["shape"])
     return params
+
+
+class Workspace:
+    """Scratch buffers kept from one call to the next, for a training loop:
+
+        ws = Workspace()
+        for xs, targets in batches:
+            loss, grads = loss_and_grads(params, xs, targets, workspace=ws)
+
+    Without one, every call allocates its large temporaries (hidden states, deltas, logits)
+    and frees them at its end; the C library then often returns that memory to the operating
+    system, and the next call takes a page fault for every 4 KiB of it again. With one, the
+    module keeps them here, one buffer per name, and reuses a buffer whenever the next call
+    needs no more bytes (shapes and dtypes may change between calls; a larger call grows the
+    buffer). Nothing a call returns (loss, grads, h_final, the hs and cache of forward) shares
+    memory with the workspace, so the results of earlier calls never change; and the results
+    are bitwise the same with or without one. backward and forward take it too.
+
+    A workspace serves one call at a time: give each thread its own. nbytes is the memory
+    it holds; clear() releases it.
+    """
+
+    def __init__(self):
+        self._buffers = {}
+
+    @property
+    def nbytes(self):
+        """The bytes held, over every buffer."""
+        return sum(buffer.nbytes for buffer in self._buffers.values())
+
+    def clear(self):
+        """Release every buffer (the next call allocates them again)."""
+        self._buffers.clear()
+
+    def __repr__(self):
+        return f"Workspace({len(self._buffers)} buffers, {self.nbytes} bytes)"
+
+
+def _check_workspace(workspace):
+    if workspace is None or isinstance(workspace, Workspace):
+        return workspace
+    raise ValueError(f"workspace: expected None or a Workspace() of this module, got {type(workspace).__name__}")
+
+
+def _empty(ws, key, shape, dtype):
+    """np.empty(shape, dtype); with a workspace, its buffer `key` viewed with that shape and
+    dtype instead (grown when too small). Every caller writes each element before reading it."""
+    if ws is None:
+        return np.empty(shape, dtype=dtype)
+    dtype = np.dtype(dtype)
+    size = dtype.itemsize
+    for n in shape:
+        size *= n
+    buffer = ws._buffers.get(key)
+    if buffer is None or buffer.size < size:
+        buffer = ws._buffers[key] = np.empty(size, dtype=np.uint8)
+    return buffer[:size].view(dtype).reshape(shape)
+
+
+def _state_copy(state):
+    """Each layer's state (an array; a tuple of arrays for a gated cell) copied out of the
+    workspace: the caller's own arrays."""
+    return [tuple(a.copy() for a in s) if isinstance(s, tuple) else s.copy() for s in state]
 
 
 # --------------------------------------------------------------------- helpers
@@ -323,6 +406,16 @@ def _scatter_steps(index, values, classes):
     slots = (index.reshape(-1, 1) * n + np.arange(n)).ravel()
     out = np.bincount(slots, weights=values.reshape(-1), minlength=classes * n)
     return out.reshape(classes, n).astype(values.dtype, copy=False)
+
+
+def _transposed(ws, key, a):
+    """A C-contiguous copy of a.T (BLAS multiplies those faster in a loop than a transposed
+    view), in the workspace's buffer `key` when there is a workspace."""
+    if ws is None:
+        return np.ascontiguousarray(a.T)
+    out = _empty(ws, key, a.shape[::-1], a.dtype)
+    np.copyto(out, a.T)
+    return out
 
 
 def _as_array(name, value, shape):
