@@ -48,6 +48,21 @@ kind = "bce"
 [bptt]
 steps = {steps}
 """,
+    # gated cells (issue 14): the three-word sentence's sizes, as elman_softmax
+    "gated": """name = "gated_{cell}_{reset}"
+[model]
+cell = "{cell}"
+{reset_line}
+input_size = 3
+hidden_sizes = {hidden}
+output_size = 3
+output_activation = "softmax"
+[loss]
+kind = "cross_entropy"
+[bptt]
+steps = {steps}
+{truncate}
+""",
     "wide": """name = "wide"
 [model]
 input_size = 3
@@ -79,12 +94,21 @@ def seconds(args: list[str], runs: int) -> tuple[float, float, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--only", nargs="*", default=None, metavar="TEXT",
+                        help="run only the cases whose label contains one of these texts (e.g. lstm gru elman_softmax)")
     args = parser.parse_args()
     rows: list[tuple[str, float, float, str]] = []
     with tempfile.TemporaryDirectory() as tmp:
         def spec_file(key: str, steps: int, hidden: int = 4) -> str:
             path = Path(tmp) / f"{key}_{steps}_{hidden}.toml"
             path.write_text(SPECS[key].format(steps=steps, hidden=hidden))
+            return str(path)
+
+        def gated_file(cell: str, steps: int, hidden: str = "[4]", reset: str = "after", truncate: str = "") -> str:
+            path = Path(tmp) / f"{cell}_{reset}_{steps}_{len(hidden)}_{len(truncate)}.toml"
+            path.write_text(SPECS["gated"].format(cell=cell, reset=reset, steps=steps, hidden=hidden,
+                                                  reset_line=f'gru_reset = "{reset}"' if cell == "gru" else "",
+                                                  truncate=truncate))
             return str(path)
 
         cases = [(f"preset {n}", ["--preset", n]) for n in specs.preset_names()]
@@ -99,6 +123,18 @@ def main() -> None:
                   ("hidden [200], T = 3", [spec_file("wide", 3, 200)]),
                   ("hidden [4096], T = 3", [spec_file("wide", 3, 4096)]),
                   ("elman_softmax --steps 20 --quick", ["--preset", "elman_softmax", "--steps", "20", "--quick"])]
+        chunk = 'truncate = 2\ntruncate_style = "chunk"\nclip_norm = 1.0'
+        cases += [("lstm, sizes of elman_softmax, T = 3", [gated_file("lstm", 3)]),
+                  ("gru (reset after), T = 3", [gated_file("gru", 3)]),
+                  ("gru (reset before), T = 3", [gated_file("gru", 3, reset="before")]),
+                  ("lstm, T = 10", [gated_file("lstm", 10)]),
+                  ("lstm, T = 20", [gated_file("lstm", 20)]),
+                  ("lstm [4, 3], chunk 2, clip_norm, T = 4", [gated_file("lstm", 4, "[4, 3]", truncate=chunk)]),
+                  ("gru [4, 3], chunk 2, clip_norm, T = 4", [gated_file("gru", 4, "[4, 3]", truncate=chunk)]),
+                  ("lstm [100, 100], chunk 2, T = 20", [gated_file("lstm", 20, "[100, 100]", truncate=chunk)]),
+                  ("lstm, T = 3 --exact-steps 3", [gated_file("lstm", 3), "--exact-steps", "3"])]
+        if args.only:
+            cases = [(label, argv) for label, argv in cases if any(text in label for text in args.only)]
         for label, argv in cases:
             wall, peak, last = seconds(argv, args.runs)
             rows.append((label, wall, peak, last))
@@ -108,13 +144,18 @@ def main() -> None:
     for label, wall, peak, last in rows:
         print(f"| `{label}` | {wall:.2f} s | {peak:.0f} MiB | {last} |")
     by = {label: wall for label, wall, _, _ in rows}
+    if args.only:   # the scaling line needs every case
+        if "lstm, T = 10" in by and "lstm, T = 20" in by:
+            print(f"\nlstm (one run): T=20/T=10 {by['lstm, T = 20'] / by['lstm, T = 10']:.2f} (linear would be 2.00)")
+        return
     t10, t20, t40, t80 = (by[f"elman_softmax --steps {T}"] for T in (10, 20, 40, 80))
     print()
     print(f"T scaling (elman_softmax, one run): T=20/T=10 {t20 / t10:.2f}, T=40/T=20 {t40 / t20:.2f}, "
           f"T=80/T=40 {t80 / t40:.2f}; truncated_elman: T=100/T=50 "
           f"{by['truncated_elman --steps 100'] / by['truncated_elman --steps 50']:.2f}, T=200/T=100 "
           f"{by['truncated_elman --steps 200'] / by['truncated_elman --steps 100']:.2f} "
-          f"(linear would be 2.00; start-up is included)")
+          f"(linear would be 2.00; start-up is included); lstm: T=20/T=10 "
+          f"{by['lstm, T = 20'] / by['lstm, T = 10']:.2f}")
 
 
 if __name__ == "__main__":

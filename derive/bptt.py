@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import sympy as sp
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
@@ -433,3 +433,178 @@ def path_sums(spec: Spec, unrolled: Unrolled | None = None) -> dict[sp.MatrixSym
             state = {n: sp.MatAdd(*[sp.MatMul(J(l, n, k).T, state[l]) for l in range(n, L + 1) if l in state])
                      for n in range(1, L + 1) if any(l in state for l in range(n, L + 1))}
     return {p: (sp.MatAdd(*terms[p]) if terms[p] else sp.ZeroMatrix(*p.shape)) for p in sym.params()}
+
+
+# --------------------------------------------------------------------------- path sums of gated cells
+
+@dataclass
+class LocalJacobian:
+    """One assignment of a step, `lhs = rhs(args)`, scalar-expanded on fresh symbols at the
+    spec's sizes, and its Jacobian with respect to each argument by `sympy.Matrix.jacobian`
+    (entries in row-major order of each matrix)."""
+
+    lhs: sp.MatrixSymbol
+    fresh: dict[sp.MatrixSymbol, sp.Matrix]     # argument -> its matrix of fresh symbols
+    jacobians: dict[sp.MatrixSymbol, sp.Matrix]  # argument -> ∂vec(lhs)/∂vec(argument)
+
+
+def _jacobian(entries: list[sp.Expr], wrt: list[sp.Symbol]) -> sp.Matrix:
+    """`sympy.Matrix.jacobian`, calling `sympy.diff` only where the entry has the symbol (a
+    pre-activation's entry i reads row i of each weight: most entries are 0)."""
+    free = [e.free_symbols for e in entries]
+    return sp.Matrix(len(entries), len(wrt), lambda i, j: sp.diff(entries[i], wrt[j]) if wrt[j] in free[i] else 0)
+
+
+def step_jacobians(sym: Symbols, layer: int, backend) -> list[LocalJacobian]:
+    """The Jacobians of one layer's step at the symbolic t, one per assignment, derived (never
+    typed) with the step's elementwise functions applied by `backend` (a SymPy backend of
+    `derive.evaluate`: σ and tanh as written, or uninterpreted). Composed in order they give
+    ∂s_t/∂s_{t-1}, ∂s_t/∂below_t and ∂⁺s_t/∂θ (`gated_path_sums`)."""
+    from derive.evaluate import evaluate
+    sizes = sym.sizes()
+    below = sym("input", None, t) if layer == 1 else sym("hidden", layer - 1, t)
+    out = []
+    for i, a in enumerate(sym.cell.step(sym, layer, t, below)):
+        args = sorted((x for x in a.rhs.free_symbols if isinstance(x, sp.MatrixSymbol)), key=str)
+        fresh = {}
+        for j, arg in enumerate(args):
+            rows, cols = (int(sp.sympify(d).xreplace(sizes)) for d in arg.shape)
+            fresh[arg] = sp.Matrix(rows, cols, lambda r, c, j=j: sp.Symbol(f"j{layer}_{i}_{j}_{r}_{c}", real=True))
+        value = list(evaluate(a.rhs, fresh, backend, sizes))
+        out.append(LocalJacobian(a.lhs, fresh, {arg: _jacobian(value, list(m)) for arg, m in fresh.items()}))
+    return out
+
+
+def gated_path_sums(spec: Spec, unrolled: Unrolled, values: dict, backend) -> dict:
+    """Form (b) for a gated cell, evaluated: dL/dθ = Σ_s Σ_k ∂E_s/∂s_s (Π_j ∂s_j/∂s_{j-1})
+    ∂⁺s_k/∂θ over the kept (s, k) pairs (`kept_steps`), with the stacked state's Jacobian
+    taken layer by layer within a step (the layer above reads h^l_k as its input).
+
+    `values` holds the forward pass (numbers, or SymPy matrices); `backend` is the
+    `derive.evaluate` backend that computed them. The Jacobians of each layer's step are
+    derived once with SymPy (`step_jacobians`), then read at every step k: compiled by
+    `lambdify` for numbers, substituted for symbols. The cost is O(T^2) Jacobian-vector
+    products: `derive check` runs it at small T.
+    """
+    import numpy as np
+    from derive.evaluate import NumPyBackend, SymPyBackend, evaluate
+    from derive.rules.activations import stable
+    sym, m = unrolled.sym, spec.model
+    L = m.layers
+    sizes = sym.sizes()
+    numeric = isinstance(backend, NumPyBackend)
+    steps = {l: step_jacobians(sym, l, SymPyBackend() if numeric else backend) for l in range(1, L + 1)}
+    flat = (lambda x: np.asarray(x, dtype=float).reshape(-1, 1)) if numeric else (lambda x: sp.Matrix(list(x)))
+    zeros = (lambda n: np.zeros((n, 1))) if numeric else (lambda n: sp.zeros(n, 1))
+    dot = (lambda a, b: a @ b) if numeric else (lambda a, b: a * b)
+
+    def reader(local: LocalJacobian):
+        """The local Jacobians at one step, from the values of the assignment's arguments."""
+        if numeric:
+            args = [x for m in local.fresh.values() for x in m]
+            pieces = list(local.jacobians.values())
+            exprs = [stable(e) for piece in pieces for e in piece]
+            compiled = sp.lambdify(args, exprs, modules=[{"Max": np.maximum, "Heaviside": np.heaviside}, "numpy"])
+
+            def read(arg_values: list) -> list:
+                out = compiled(*[float(x) for v in arg_values for x in np.ravel(v)])
+                got, at = [], 0
+                for piece in pieces:
+                    size = piece.rows * piece.cols
+                    got.append(np.array(out[at:at + size], dtype=float).reshape(piece.shape))
+                    at += size
+                return got
+        else:
+            def read(arg_values: list) -> list:
+                table = {x: y for m, v in zip(local.fresh.values(), arg_values) for x, y in zip(m, sp.Matrix(v))}
+                return [piece.xreplace(table) for piece in local.jacobians.values()]
+        return read
+
+    readers = {(l, i): reader(local) for l, locals_ in steps.items() for i, local in enumerate(locals_)}
+    cache: dict[tuple[int, int], list] = {}
+
+    def at_step(x: sp.MatrixSymbol, k: int) -> sp.MatrixSymbol:
+        """The symbol of the step rule's t read at step k."""
+        q = sym.info[x]
+        return sym(q.role, q.layer, None if q.time is None else q.time.xreplace({t: sp.Integer(k)}), q.age, q.gate)
+
+    def at(l: int, k: int) -> list:
+        """Layer l's step k: [∂s_k/∂s_{k-1}, ∂s_k/∂below_k, ∂⁺s_k/∂θ for each θ], composing
+        the local Jacobians in forward order (each step is read once)."""
+        if (l, k) not in cache:
+            below = sym("input", None, t) if l == 1 else sym("hidden", l - 1, t)
+            previous = [sym(role, l, t - 1) for role in sym.cell.STATE]
+            size = lambda x: int(sp.sympify(x.shape[0] * x.shape[1]).xreplace(sizes))
+            eye = (lambda n: np.eye(n)) if numeric else sp.eye
+            # d[node][leaf] = ∂vec(node)/∂vec(leaf), for the leaves s_{k-1}, below_k and θ
+            d = {x: {x: eye(size(x))} for x in previous + [below] + layer_params[l]}
+            for i, local in enumerate(steps[l]):
+                local_values = readers[(l, i)]([values[at_step(arg, k)] for arg in local.fresh])
+                row: dict = {}
+                for arg, J in zip(local.fresh, local_values):
+                    for leaf, D in d.get(arg, {}).items():
+                        term = dot(J, D)
+                        row[leaf] = row[leaf] + term if leaf in row else term
+                d[local.lhs] = row
+            state = [sym(role, l, t) for role in sym.cell.STATE]
+
+            def block(leaf: sp.MatrixSymbol) -> Any:
+                none = (lambda r, c: np.zeros((r, c))) if numeric else sp.zeros
+                parts = [d[x].get(leaf, none(size(x), size(leaf))) for x in state]
+                return np.vstack(parts) if numeric else sp.Matrix.vstack(*parts)
+
+            whole = [block(x) for x in previous]
+            cache[(l, k)] = [np.hstack(whole) if numeric else sp.Matrix.hstack(*whole), block(below),
+                             *[block(p) for p in layer_params[l]]]
+        return cache[(l, k)]
+
+    shapes = {p: tuple(int(sp.sympify(e).xreplace(sizes)) for e in p.shape) for p in sym.params()}
+    layer_params = {l: [p for p in sym.params() if sym.info[p].layer == l] for l in range(1, L + 1)}
+
+    n = {l: sum(int(sp.sympify(sym(role, l, t).shape[0] * sym(role, l, t).shape[1]).xreplace(sizes))
+                for role in sym.cell.STATE) for l in range(1, L + 1)}
+    h_size = {l: int(sp.sympify(sym("hidden", l, t).shape[0] * sym("hidden", l, t).shape[1]).xreplace(sizes))
+              for l in range(1, L + 1)}
+    hidden_first = sym.cell.STATE.index("hidden") == 0
+
+    def embed(l: int, g_h):
+        """A gradient on h^l as one on the state s^l = (h, c): zeros for c."""
+        rest = zeros(n[l] - h_size[l])
+        parts = [g_h, rest] if hidden_first else [rest, g_h]
+        if n[l] == h_size[l]:
+            return g_h
+        return np.vstack(parts) if numeric else sp.Matrix.vstack(*parts)
+
+    col = (lambda e: sp.Transpose(e)) if sym.row else (lambda e: e)
+    ev = lambda e: evaluate(e, values, backend, sizes)
+    params = {p: [] for p in sym.params()}
+    scale = loss_scale(spec)
+    for s in unrolled.loss_steps:
+        s = int(s)
+        _, rule = output_rule(unrolled, sp.Integer(s), scale)
+        if m.output_size:
+            V = col(sym("output_weight", L + 1))
+            g_top = ev(sp.MatMul(V.T, col(rule)))
+            params[sym("output_weight", L + 1)].append(ev(col(sp.MatMul(col(rule), col(sym("hidden", L, s)).T))))
+            if m.bias:
+                params[sym("output_bias", L + 1)].append(ev(rule))
+        else:
+            g_top = ev(col(rule))
+        state = {L: embed(L, flat(g_top))}   # the adjoint of s^l_k from E_s alone
+        first = kept_steps(spec, s).start
+        for k in range(s, first - 1, -1):
+            total = {}
+            for l in range(L, 0, -1):   # within step k, from the top layer down
+                parts = [state[l]] if l in state else []
+                if l < L and (l + 1) in total:
+                    parts.append(embed(l, dot(at(l + 1, k)[1].T, total[l + 1])))
+                if parts:
+                    total[l] = parts[0] if len(parts) == 1 else parts[0] + parts[1]
+            for l, g in total.items():
+                for p, J in zip(layer_params[l], at(l, k)[2:]):
+                    contribution = dot(J.T, g)
+                    params[p].append(contribution.reshape(shapes[p]) if numeric else contribution.reshape(*shapes[p]))
+            if k - 1 < first:
+                break
+            state = {l: dot(at(l, k)[0].T, g) for l, g in total.items()}
+    return {p: sum(terms, np.zeros(shapes[p]) if numeric else sp.zeros(*shapes[p])) for p, terms in params.items()}

@@ -54,10 +54,14 @@ def rel_diff(a: dict, b: dict) -> float:
 
 
 def scalar_params(s: Spec) -> int:
+    """The number of scalar parameters, counted as torch counts nn.RNN / LSTM / GRU (with one
+    bias per gate, and the GRU's reset-after n gate keeping its second bias)."""
     m = s.model
+    gates = {"elman": 1, "lstm": 4, "gru": 3}[m.cell]
     n, fan_in = 0, m.input_size
     for h in m.hidden_sizes:
-        n += fan_in * h + h * h + (h if m.bias else 0)
+        n += gates * (fan_in * h + h * h + (h if m.bias else 0))
+        n += h if m.cell == "gru" and m.gru_reset == "after" and m.bias else 0
         fan_in = h
     if m.output_size:
         n += fan_in * m.output_size + (m.output_size if m.bias else 0)

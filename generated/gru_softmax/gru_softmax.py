@@ -10,6 +10,11 @@ of math below is printed by SymPy from the derivation's generic step rule.
 Every function checks its arguments and raises ValueError naming the wrong one. As in
 scipy.linalg, check_finite=True (the default) also refuses NaN and infinity in the inputs;
 check_finite=False skips that scan. Returned arrays never share memory with the cache.
+
+In a training loop, create one ws = Workspace() and pass workspace=ws on every call of
+loss_and_grads (backward and forward take it too): the large scratch buffers then live in
+it from one call to the next instead of being allocated, and page-faulted in, on every
+call. Results are bitwise the same; nothing returned shares memory with it; use one per thread.
 """
 import numpy as np
 
@@ -65,17 +70,22 @@ def init_params(seed=0, scale=0.1):
     return params
 
 
-def forward(params, xs, h0=None, *, check_finite=True):
-    """Run the network over xs (T, B, 3); return the top hidden states and a cache."""
-    hs, cache = _forward(params, xs, h0, check_finite)
+def forward(params, xs, h0=None, *, check_finite=True, workspace=None):
+    """Run the network over xs (T, B, 3); return the top hidden states and a cache.
+
+    workspace: a Workspace() for the per-step buffers (the cache, which you keep, never lives there)."""
+    hs, cache = _forward(params, xs, h0, check_finite, _check_workspace(workspace))
     return hs.copy(), cache   # a copy: changing hs never changes what backward() sees
 
 
-def _forward(params, xs, h0, check_finite):
+def _forward(params, xs, h0, check_finite, ws=None, private=False):
+    """ws: the workspace for scratch buffers, or None; private=True when the cache never leaves
+    the module (loss_and_grads), so that the states and gates may live in the workspace too."""
     xs, dtype = _check_xs(params, xs, check_finite)
     T, B = xs.shape[:2]
     h0 = _check_h0(h0, B, dtype, check_finite)
     p = {name: np.asarray(params[name], dtype=dtype) for name in PARAMS}
+    states = ws if private else None   # a cache handed to the caller never lives in the workspace
     cache = {"params": p, "xs": xs}
 
     # layer 1: the input projections of every gate and step in one product, then the recurrence
@@ -89,10 +99,11 @@ def _forward(params, xs, h0, check_finite):
     W_hn = p["W_hn"]
     b_n = p["b_n"]
     b_hn = p["b_hn"]
-    input_1_stacked = np.concatenate([W_ir, W_iz, W_in])
-    bias_1_stacked = np.concatenate([b_r, b_z, b_n])
-    recurrent_1_stacked = np.concatenate([W_hr, W_hz, W_hn])
-    gates_1 = np.zeros((T + 1, B, 12), dtype=dtype)   # the gates side by side; row T stays 0
+    input_1_stacked = np.concatenate([W_ir, W_iz, W_in], out=_empty(ws, "input_1_stacked", (12, 3), dtype))
+    bias_1_stacked = np.concatenate([b_r, b_z, b_n], out=_empty(ws, "bias_1_stacked", (12,), dtype))
+    recurrent_1_stacked = np.concatenate([W_hr, W_hz, W_hn], out=_empty(ws, "recurrent_1_stacked", (12, 4), dtype))
+    gates_1 = _empty(states, "gates_1", (T + 1, B, 12), dtype)   # the gates side by side
+    gates_1[T] = 0   # row T: step T + 1's gates, read by the last step's rule beside zero deltas
     if xs.ndim == 2:   # token indices: the rows of the input weights that they pick
         np.take(input_1_stacked.T, xs, axis=0, out=gates_1[:-1], mode="clip")
         gates_1[:-1] += bias_1_stacked
@@ -102,11 +113,12 @@ def _forward(params, xs, h0, check_finite):
     r = gates_1[..., 0:4]
     z = gates_1[..., 4:8]
     n = gates_1[..., 8:12]
-    h = np.empty((T + 1, B, 4), dtype=dtype)
+    h = _empty(states, "h", (T + 1, B, 4), dtype)
     h[0] = h0[0]
-    saved_1_0 = np.zeros((T + 1, B, 4), dtype=dtype)
-    rec_1 = np.empty((B, 12), dtype=dtype)
-    recurrent_1_stackedT = np.ascontiguousarray(recurrent_1_stacked.T)
+    saved_1_0 = _empty(states, "saved_1_0", (T + 1, B, 4), dtype)
+    saved_1_0[T] = 0
+    rec_1 = _empty(ws, "rec_1", (B, 12), dtype)
+    recurrent_1_stackedT = _transposed(ws, "recurrent_1_stackedT", recurrent_1_stacked)
     hv, saved_1_0v = list(h), list(saved_1_0)
     for t in range(T):
         np.dot(hv[t], recurrent_1_stackedT, out=rec_1)
@@ -125,21 +137,24 @@ def _forward(params, xs, h0, check_finite):
     return h[1:], cache
 
 
-def backward(dhs, cache, *, clip=None, clip_norm=None, check_finite=True):
+def backward(dhs, cache, *, clip=None, clip_norm=None, check_finite=True, workspace=None):
     """BPTT given the upstream gradient dhs (T, B, 4) on the top hidden states.
 
-    clip and clip_norm override the spec's clipping for this call (None keeps it, 0 = off)."""
+    clip and clip_norm override the spec's clipping for this call (None keeps it, 0 = off).
+    workspace: a Workspace() kept across calls for the scratch buffers (the deltas, ...)."""
     clip, clip_norm = _check_clip(clip, clip_norm)
+    ws = _check_workspace(workspace)
     xs = _check_cache(cache)
     dhs = _check_array("dhs", dhs, xs.shape[:2] + (4,), cache["h"].dtype, check_finite)
-    grads = _backward(dhs, cache)
+    grads = _backward(dhs, cache, ws)
     grads["W_hy"] = np.zeros_like(cache["params"]["W_hy"])
     grads["b_y"] = np.zeros_like(cache["params"]["b_y"])
     return _finish(grads, clip, clip_norm)
 
 
-def _backward(dtop, cache):
-    """The adjoints of every gate, layer by layer from the top, each over t = T..1."""
+def _backward(dtop, cache, ws=None):
+    """The adjoints of every gate, layer by layer from the top, each over t = T..1 (scratch
+    buffers in the workspace ws, when there is one; the gradients returned are new arrays)."""
     p, xs = cache["params"], cache["xs"]
     T, B = xs.shape[:2]
     dtype = cache["h"].dtype
@@ -159,18 +174,20 @@ def _backward(dtop, cache):
     W_hn = p["W_hn"]
     b_n = p["b_n"]
     b_hn = p["b_hn"]
-    input_1_stacked = np.concatenate([W_ir, W_iz, W_in])
-    bias_1_stacked = np.concatenate([b_r, b_z, b_n])
-    recurrent_1_stacked = np.concatenate([W_hr, W_hz, W_hn])
+    input_1_stacked = np.concatenate([W_ir, W_iz, W_in], out=_empty(ws, "input_1_stacked", (12, 3), dtype))
+    bias_1_stacked = np.concatenate([b_r, b_z, b_n], out=_empty(ws, "bias_1_stacked", (12,), dtype))
+    recurrent_1_stacked = np.concatenate([W_hr, W_hz, W_hn], out=_empty(ws, "recurrent_1_stacked", (12, 4), dtype))
     r = gates_1[..., 0:4]
     z = gates_1[..., 4:8]
     n = gates_1[..., 8:12]
-    delta_gates_1 = np.zeros((T + 1, B, 12), dtype=dtype)
-    hidden_delta_1 = np.zeros((T + 1, B, 4), dtype=dtype)
+    delta_gates_1 = _empty(ws, "delta_gates_1", (T + 1, B, 12), dtype)
+    delta_gates_1[...] = 0
+    hidden_delta_1 = _empty(ws, "hidden_delta_1", (T + 1, B, 4), dtype)
+    hidden_delta_1[...] = 0
     delta_r = delta_gates_1[..., 0:4]
     delta_z = delta_gates_1[..., 4:8]
     delta_n = delta_gates_1[..., 8:12]
-    stack_1 = np.empty((B, 12), dtype=dtype)
+    stack_1 = _empty(ws, "stack_1", (B, 12), dtype)
     for t in range(T - 1, -1, -1):
         stack_1[..., 0:4] = delta_r[t + 1]
         stack_1[..., 4:8] = delta_z[t + 1]
@@ -227,21 +244,25 @@ def _predict(params, xs, h0, check_finite):
     return _softmax(logits), cache
 
 
-def loss_and_grads(params, xs, targets, h0=None, *, return_state=False, clip=None, clip_norm=None, check_finite=True):
+def loss_and_grads(params, xs, targets, h0=None, *, return_state=False, clip=None, clip_norm=None, check_finite=True,
+                   workspace=None):
     """Forward, loss (cross_entropy) and every gradient in one call.
 
     return_state=True also returns h_final (as cache["h_final"]), to carry the state into the
     next chunk. clip and clip_norm override the spec's clipping for this call (None keeps it,
-    0 = off); they apply to parameter gradients only."""
+    0 = off); they apply to parameter gradients only. workspace: a Workspace() passed on every
+    call of a training loop keeps the large scratch buffers (hidden states, deltas, logits)
+    from one call to the next; the results never share memory with it."""
     clip, clip_norm = _check_clip(clip, clip_norm)
-    hs, cache = _forward(params, xs, h0, check_finite)
+    ws = _check_workspace(workspace)
+    hs, cache = _forward(params, xs, h0, check_finite, ws, private=True)
     T, B = hs.shape[:2]
     dtype = hs.dtype
     targets = _check_targets(targets, (T, B), dtype, check_finite)
     p = cache["params"]
     W_hy = p["W_hy"]
     b_y = p["b_y"]
-    logits = np.empty(hs.shape[:2] + (3,), dtype=dtype)
+    logits = _empty(ws, "logits", hs.shape[:2] + (3,), dtype)
     _matmul_steps(hs, W_hy.T, out=logits)
     logits += b_y
     y = targets[..., None]
@@ -250,15 +271,16 @@ def loss_and_grads(params, xs, targets, h0=None, *, return_state=False, clip=Non
     loss = np.sum(lse) - np.sum(picked)
     dlogits = probs
     _add_at(dlogits, y, -1)
-    dtop = _matmul_steps(dlogits, W_hy)
+    dtop = _empty(ws, "dtop", hs.shape[:2] + (4,), dtype)
+    _matmul_steps(dlogits, W_hy, out=dtop)
     grads = {
         "W_hy": _contract_steps(dlogits, hs),
         "b_y": dlogits.sum(axis=(0, 1)),
     }
-    del logits, probs, dlogits   # the (T, B, classes) buffers are dead before the recursion runs
-    grads.update(_backward(dtop, cache))
-    if return_state:
-        return loss, _finish(grads, clip, clip_norm), cache["h_final"]
+    del logits, probs, dlogits   # the (T, B, classes) buffers are dead (or back in the workspace) before the recursion runs
+    grads.update(_backward(dtop, cache, ws))
+    if return_state:   # copies: the states may live in the workspace
+        return loss, _finish(grads, clip, clip_norm), _state_copy(cache["h_final"])
     return loss, _finish(grads, clip, clip_norm)
 
 
@@ -312,6 +334,69 @@ def from_torch(state_dict):
         params[name] = value.T.copy() if transpose else value
         _check_array(f"state_dict[{key!r}]", params[name], PARAMS[name]["shape"])
     return params
+
+
+class Workspace:
+    """Scratch buffers kept from one call to the next, for a training loop:
+
+        ws = Workspace()
+        for xs, targets in batches:
+            loss, grads = loss_and_grads(params, xs, targets, workspace=ws)
+
+    Without one, every call allocates its large temporaries (hidden states, deltas, logits)
+    and frees them at its end; the C library then often returns that memory to the operating
+    system, and the next call takes a page fault for every 4 KiB of it again. With one, the
+    module keeps them here, one buffer per name, and reuses a buffer whenever the next call
+    needs no more bytes (shapes and dtypes may change between calls; a larger call grows the
+    buffer). Nothing a call returns (loss, grads, h_final, the hs and cache of forward) shares
+    memory with the workspace, so the results of earlier calls never change; and the results
+    are bitwise the same with or without one. backward and forward take it too.
+
+    A workspace serves one call at a time: give each thread its own. nbytes is the memory
+    it holds; clear() releases it.
+    """
+
+    def __init__(self):
+        self._buffers = {}
+
+    @property
+    def nbytes(self):
+        """The bytes held, over every buffer."""
+        return sum(buffer.nbytes for buffer in self._buffers.values())
+
+    def clear(self):
+        """Release every buffer (the next call allocates them again)."""
+        self._buffers.clear()
+
+    def __repr__(self):
+        return f"Workspace({len(self._buffers)} buffers, {self.nbytes} bytes)"
+
+
+def _check_workspace(workspace):
+    if workspace is None or isinstance(workspace, Workspace):
+        return workspace
+    raise ValueError(f"workspace: expected None or a Workspace() of this module, got {type(workspace).__name__}")
+
+
+def _empty(ws, key, shape, dtype):
+    """np.empty(shape, dtype); with a workspace, its buffer `key` viewed with that shape and
+    dtype instead (grown when too small). Every caller writes each element before reading it."""
+    if ws is None:
+        return np.empty(shape, dtype=dtype)
+    dtype = np.dtype(dtype)
+    size = dtype.itemsize
+    for n in shape:
+        size *= n
+    buffer = ws._buffers.get(key)
+    if buffer is None or buffer.size < size:
+        buffer = ws._buffers[key] = np.empty(size, dtype=np.uint8)
+    return buffer[:size].view(dtype).reshape(shape)
+
+
+def _state_copy(state):
+    """Each layer's state (an array; a tuple of arrays for a gated cell) copied out of the
+    workspace: the caller's own arrays."""
+    return [tuple(a.copy() for a in s) if isinstance(s, tuple) else s.copy() for s in state]
 
 
 # --------------------------------------------------------------------- helpers
@@ -396,6 +481,16 @@ def _add_at(a, index, value):
     """a += value at the class index of every row, in place (one gather and one scatter:
     the one-hot rows are never built)."""
     np.put_along_axis(a, index, np.take_along_axis(a, index, axis=-1) + value, axis=-1)
+
+
+def _transposed(ws, key, a):
+    """A C-contiguous copy of a.T (BLAS multiplies those faster in a loop than a transposed
+    view), in the workspace's buffer `key` when there is a workspace."""
+    if ws is None:
+        return np.ascontiguousarray(a.T)
+    out = _empty(ws, key, a.shape[::-1], a.dtype)
+    np.copyto(out, a.T)
+    return out
 
 
 def _as_array(name, value, shape):
