@@ -15,6 +15,16 @@ Chunked truncation (``truncate_style = "chunk"``) uses the same construction wit
 ``j0 = k * (s // k)``, the first step of ``s``'s chunk.  Clipping by norm follows
 ``torch.nn.utils.clip_grad_norm_`` (coefficient ``min(1, n / (norm + 1e-6))``).
 
+Gated cells (CONTRACT §4): ``cell = "lstm"`` (PyTorch ``nn.LSTM``: gates i, f, g, o;
+``c_t = f * c_{t-1} + i * g``, ``h_t = o * tanh(c_t)``, the state is the pair (h, c)) and
+``cell = "gru"`` (PyTorch ``nn.GRU``: gates r, z, n; ``gru_reset = "after"`` puts the reset
+on ``h_{t-1} @ U_n.T + c_n``, ``"before"`` on ``h_{t-1}``; ``h_t = (1 - z) * n + z * h_{t-1}``).
+Gates are σ, the candidate and the cell output tanh.  Parameters are looked up by
+(role, layer, gate) from PARAMS, never by name.  For the LSTM, ``h0`` is a list per layer
+of ``(h, c)`` tuples, ``grads["h0"]`` a list of ``(dh, dc)`` tuples and the final state a
+list of ``(h, c)`` tuples; truncation replaces the whole state entering a window or chunk
+(h and c of every layer) by constants, as for Elman cells.
+
 Steps here are 0-based (``xs[0]`` is step 1 of CONVENTIONS.md); differences
 ``s - j`` are the same in both counts.
 """
@@ -35,6 +45,7 @@ ParamsMeta = Mapping[str, Mapping[str, Any]]
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "identity")
 OUTPUT_ACTIVATIONS = ("identity", "softmax", "sigmoid")
 LOSSES = ("mse", "cross_entropy", "bce", "none")
+CELLS = ("elman", "lstm", "gru")
 
 
 # --------------------------------------------------------------------------- pieces
@@ -105,12 +116,24 @@ class _Model:
         self.clip_norm: float = float(spec["bptt"].get("clip_norm", 0.0))
         if self.truncate_style not in ("window", "chunk"):
             raise ValueError(f"unknown truncate_style {self.truncate_style!r}; allowed: window, chunk")
-        # (layer, role) -> name; layer is 1-based, the output layer is L + 1.
-        self.names: dict[tuple[int, str], str] = {}
+        self.cell: str = model.get("cell", "elman")
+        self.gru_reset: str = model.get("gru_reset", "after")
+        if self.cell not in CELLS:
+            raise ValueError(f"unknown cell {self.cell!r}; allowed: {CELLS}")
+        if self.cell != "elman" and self.activation != "tanh":
+            raise ValueError(f"{self.cell} cells need activation tanh, got {self.activation!r}")
+        if self.cell == "gru" and self.gru_reset not in ("after", "before"):
+            raise ValueError(f"unknown gru_reset {self.gru_reset!r}; allowed: after, before")
+        # (layer, role, gate) -> name; layer is 1-based, the output layer is L + 1; gate None
+        # for Elman cells and the output layer.
+        self.names: dict[tuple[int, str, str | None], str] = {}
         for name, meta in PARAMS.items():
-            self.names[(int(meta["layer"]), meta["role"])] = name
+            key = (int(meta["layer"]), meta["role"], meta.get("gate"))
+            if key in self.names:
+                raise ValueError(f"PARAMS has two entries for (layer, role, gate) = {key}")
+            self.names[key] = name
         self.output_names = [
-            n for (layer, role), n in self.names.items() if role in ("output_weight", "output_bias")
+            n for (layer, role, gate), n in self.names.items() if role in ("output_weight", "output_bias")
         ]
         if self.loss_kind not in LOSSES:
             raise ValueError(f"unknown loss kind {self.loss_kind!r}; allowed: {LOSSES}")
@@ -124,26 +147,71 @@ class _Model:
         """Width of the predictions (the top hidden size without an output layer)."""
         return self.output_size if self.output_size > 0 else self.hidden_sizes[-1]
 
-    def step(self, params: Mapping[str, Array], x: Array, h_prev: list[Array]) -> list[Array]:
-        """One time step through every layer: new per-layer hidden states."""
+    def p(self, params: Mapping[str, Array], layer: int, role: str, gate: str | None = None) -> Array:
+        """The parameter of (layer, role, gate), found through PARAMS."""
+        return params[self.names[(layer, role, gate)]]
+
+    def has(self, layer: int, role: str, gate: str | None = None) -> bool:
+        return (layer, role, gate) in self.names
+
+    def _pre(self, params: Mapping[str, Array], l: int, gate: str | None, x: Array, h: Array) -> Array:
+        """x W_k + h U_k + b_k of one gate (the bias only when PARAMS has it)."""
+        a = _linear(self.layout, x, self.p(params, l, "input_weight", gate))
+        a = a + _linear(self.layout, h, self.p(params, l, "recurrent_weight", gate))
+        if self.has(l, "bias", gate):
+            a = a + self.p(params, l, "bias", gate)
+        return a
+
+    def cell_step(self, params: Mapping[str, Array], l: int, x: Array, state: Any) -> Any:
+        """Layer l's new state from its input x and previous state (h, or (h, c) for the LSTM)."""
+        if self.cell == "elman":
+            return _activation(self.activation, self._pre(params, l, None, x, state))
+        if self.cell == "lstm":
+            h, c = state
+            i = _sigmoid(self._pre(params, l, "i", x, h))
+            f = _sigmoid(self._pre(params, l, "f", x, h))
+            g = anp.tanh(self._pre(params, l, "g", x, h))
+            o = _sigmoid(self._pre(params, l, "o", x, h))
+            c_new = f * c + i * g
+            return (o * anp.tanh(c_new), c_new)
+        if self.cell == "gru":
+            h = state
+            r = _sigmoid(self._pre(params, l, "r", x, h))
+            z = _sigmoid(self._pre(params, l, "z", x, h))
+            a = _linear(self.layout, x, self.p(params, l, "input_weight", "n"))
+            if self.gru_reset == "after":
+                hu = _linear(self.layout, h, self.p(params, l, "recurrent_weight", "n"))
+                if self.has(l, "recurrent_bias", "n"):
+                    hu = hu + self.p(params, l, "recurrent_bias", "n")
+                a = a + r * hu
+            else:
+                a = a + _linear(self.layout, r * h, self.p(params, l, "recurrent_weight", "n"))
+            if self.has(l, "bias", "n"):
+                a = a + self.p(params, l, "bias", "n")
+            n = anp.tanh(a)
+            return (1.0 - z) * n + z * h
+        raise AssertionError(self.cell)
+
+    def top(self, state: Any) -> Array:
+        """A layer's hidden state h (the first of the LSTM's pair)."""
+        return state[0] if self.cell == "lstm" else state
+
+    def step(self, params: Mapping[str, Array], x: Array, h_prev: list[Any]) -> list[Any]:
+        """One time step through every layer: new per-layer states."""
         h_new = []
         for l in range(1, self.L + 1):
-            a = _linear(self.layout, x, params[self.names[(l, "input_weight")]])
-            a = a + _linear(self.layout, h_prev[l - 1], params[self.names[(l, "recurrent_weight")]])
-            if (l, "bias") in self.names:
-                a = a + params[self.names[(l, "bias")]]
-            h = _activation(self.activation, a)
-            h_new.append(h)
-            x = h
+            state = self.cell_step(params, l, x, h_prev[l - 1])
+            h_new.append(state)
+            x = self.top(state)
         return h_new
 
     def logits(self, params: Mapping[str, Array], h_top: Array) -> Array:
         """z_t: output-layer pre-activation, or h^L_t itself without an output layer."""
         if self.output_size == 0:
             return h_top
-        z = _linear(self.layout, h_top, params[self.names[(self.L + 1, "output_weight")]])
-        if (self.L + 1, "output_bias") in self.names:
-            z = z + params[self.names[(self.L + 1, "output_bias")]]
+        z = _linear(self.layout, h_top, self.p(params, self.L + 1, "output_weight"))
+        if self.has(self.L + 1, "output_bias"):
+            z = z + self.p(params, self.L + 1, "output_bias")
         return z
 
     def prediction(self, z: Array) -> Array:
@@ -178,11 +246,15 @@ def _overrides(m: _Model, clip: float | None, clip_norm: float | None) -> _Model
     return m
 
 
-def _h0_list(m: _Model, xs: np.ndarray, h0: Sequence[np.ndarray] | None) -> list[np.ndarray]:
-    """h0 as a list of (B, H_l) arrays; None means zeros."""
+def _h0_list(m: _Model, xs: np.ndarray, h0: Sequence[Any] | None) -> list[Any]:
+    """h0 as a list of (B, H_l) arrays ((h, c) tuples for the LSTM); None means zeros."""
     B = xs.shape[1]
+    dtype = xs.dtype if np.issubdtype(xs.dtype, np.floating) else np.float64
     if h0 is None:
-        return [np.zeros((B, H), dtype=xs.dtype) for H in m.hidden_sizes]
+        zeros = [np.zeros((B, H), dtype=dtype) for H in m.hidden_sizes]
+        return [(z, z.copy()) for z in zeros] if m.cell == "lstm" else zeros
+    if m.cell == "lstm":
+        return [(np.asarray(h), np.asarray(c)) for h, c in h0]
     return [np.asarray(h) for h in h0]
 
 
@@ -218,7 +290,7 @@ def _differentiable_total(
         if k == 0:
             states = _states(m, params, xs, h0)
             for s in steps:
-                acc = acc + term(params, s, states[s + 1][-1])
+                acc = acc + term(params, s, m.top(states[s + 1][-1]))
         else:
             for s in steps:
                 # window: the k steps ending at s; chunk: s's own chunk [k * (s // k), s]
@@ -226,7 +298,7 @@ def _differentiable_total(
                 h = list(h0) if j0 == 0 else list(const_states[j0])
                 for j in range(j0, s + 1):
                     h = m.step(params, xs[j], h)
-                acc = acc + term(params, s, h[-1])
+                acc = acc + term(params, s, m.top(h[-1]))
         return scale * acc
 
     return total
@@ -247,13 +319,17 @@ def _finish(m: _Model, g: tuple, zero_names: Sequence[str] = ()) -> dict[str, An
         coef = min(1.0, m.clip_norm / (norm + 1e-6))
         grads = {name: value * coef for name, value in grads.items()}
     grads["xs"] = np.asarray(gxs)
-    grads["h0"] = [np.asarray(h) for h in gh0]
+    if m.cell == "lstm":
+        grads["h0"] = [(np.asarray(dh), np.asarray(dc)) for dh, dc in gh0]
+    else:
+        grads["h0"] = [np.asarray(h) for h in gh0]
     return grads
 
 
 def _theta(params: Mapping[str, np.ndarray], xs: np.ndarray, h0: list) -> tuple:
     """The differentiated argument: (params dict, xs, h0 list), as float arrays."""
-    return ({n: np.asarray(v) for n, v in params.items()}, np.asarray(xs), list(h0))
+    return ({n: np.asarray(v) for n, v in params.items()}, np.asarray(xs),
+            [tuple(h) if isinstance(h, tuple) else h for h in h0])
 
 
 # --------------------------------------------------------------------------- public API
@@ -266,13 +342,42 @@ def reference_forward(
     xs: np.ndarray,
     h0: Sequence[np.ndarray] | None = None,
 ) -> tuple[list[np.ndarray], np.ndarray]:
-    """Per-layer hidden states [(T, B, H_l)] and predictions y_hat (T, B, out)."""
+    """Per-layer hidden states h [(T, B, H_l)] and predictions y_hat (T, B, out)."""
     m = _Model(spec, PARAMS)
     xs = np.asarray(xs)
     states = _states(m, params, xs, _h0_list(m, xs, h0))
-    hs = [np.stack([states[t + 1][l] for t in range(xs.shape[0])]) for l in range(m.L)]
+    hs = [np.stack([m.top(states[t + 1][l]) for t in range(xs.shape[0])]) for l in range(m.L)]
     ys = np.stack([m.prediction(m.logits(params, h)) for h in hs[-1]])
     return hs, ys
+
+
+def reference_final_state(
+    spec: Spec,
+    PARAMS: ParamsMeta,
+    params: Mapping[str, np.ndarray],
+    xs: np.ndarray,
+    h0: Sequence[Any] | None = None,
+) -> list[Any]:
+    """Every layer's last state, as ``cache["h_final"]``: arrays, or (h, c) tuples for the LSTM."""
+    m = _Model(spec, PARAMS)
+    xs = np.asarray(xs)
+    return list(_states(m, params, xs, _h0_list(m, xs, h0))[-1])
+
+
+def reference_cell_states(
+    spec: Spec,
+    PARAMS: ParamsMeta,
+    params: Mapping[str, np.ndarray],
+    xs: np.ndarray,
+    h0: Sequence[Any] | None = None,
+) -> list[np.ndarray]:
+    """The LSTM's per-layer cell states c [(T, B, H_l)]."""
+    m = _Model(spec, PARAMS)
+    if m.cell != "lstm":
+        raise ValueError("only LSTM cells have a cell state")
+    xs = np.asarray(xs)
+    states = _states(m, params, xs, _h0_list(m, xs, h0))
+    return [np.stack([states[t + 1][l][1] for t in range(xs.shape[0])]) for l in range(m.L)]
 
 
 def _loss_setup(m: _Model, xs: np.ndarray, targets: np.ndarray) -> tuple[list[int], float, Callable]:
@@ -314,7 +419,7 @@ def reference_loss(
     steps, scale, term = _loss_setup(m, xs, targets)
     h0l = _h0_list(m, xs, h0)
     states = _states(m, params, xs, h0l)
-    return float(scale * sum(term(params, s, states[s + 1][-1]) for s in steps))
+    return float(scale * sum(term(params, s, m.top(states[s + 1][-1])) for s in steps))
 
 
 def reference_loss_and_grads(

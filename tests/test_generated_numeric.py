@@ -96,6 +96,8 @@ def problem(mod: ModuleType, seed: int = 0) -> tuple[dict[str, np.ndarray], np.n
             params[n] += 0.1 * rng.standard_normal(params[n].shape)
     xs = rng.standard_normal((T, B, n_in))
     h0 = [0.5 * rng.standard_normal((B, H)) for H in hidden]
+    if mod.SPEC["model"].get("cell") == "lstm":   # the LSTM's state is (h, c) per layer
+        h0 = [(h, 0.5 * rng.standard_normal(h.shape)) for h in h0]
     loss = mod.SPEC["loss"]
     lead = (T, B) if loss["at"] == "every_step" else (B,)
     if loss["kind"] == "cross_entropy":
@@ -116,6 +118,9 @@ def assert_grads_equal(got: dict[str, Any], want: dict[str, Any], names: list[st
     if h0:
         assert len(got["h0"]) == len(want["h0"]), "h0 grads: one per layer"
         for l, (a, b) in enumerate(zip(got["h0"], want["h0"])):
+            if isinstance(b, tuple):   # LSTM: (dh, dc)
+                assert isinstance(a, tuple) and len(a) == 2, f"h0[{l}]: (dh, dc)"
+                a, b = np.concatenate(a, axis=-1), np.concatenate(b, axis=-1)
             np.testing.assert_allclose(a, b, err_msg=f"h0[{l}]", **TOL)
 
 
@@ -187,7 +192,8 @@ def test_finite_differences(path: Path) -> None:
     f = lambda: float(mod.loss_and_grads(params, xs, targets, h0)[0])  # noqa: E731
     floor = 1e-8 * max(1.0, abs(float(loss)))  # rounding error of the difference quotient
     arrays = [(n, params[n], grads[n]) for n in mod.PARAMS] + [("xs", xs, grads["xs"])]
-    arrays += [(f"h0[{l}]", h, grads["h0"][l]) for l, h in enumerate(h0)]
+    arrays += [(f"h0[{l}]", h, grads["h0"][l]) for l, h in enumerate(h0) if not isinstance(h, tuple)]
+    arrays += [(f"h0[{l}][{k}]", s[k], grads["h0"][l][k]) for l, s in enumerate(h0) if isinstance(s, tuple) for k in (0, 1)]
     for name, x, g in arrays:
         fd = _central_fd(f, x)
         g = np.asarray(g)
@@ -208,6 +214,7 @@ def test_forward_states_and_h_final(path: Path) -> None:
     h_final = cache["h_final"]
     assert len(h_final) == len(hidden), "h_final: one entry per layer"
     for l, (got, want) in enumerate(zip(h_final, ref_hs)):
+        got = got[0] if isinstance(got, tuple) else got   # LSTM: (h, c); c is checked in test_gated.py
         assert np.shape(got) == (B, hidden[l]), f"h_final[{l}]"
         np.testing.assert_allclose(got, want[-1], err_msg=f"h_final[{l}]", **TOL)
 
