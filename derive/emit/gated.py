@@ -399,55 +399,11 @@ def _backward(rule, lr, spec, local, refs, stacks, gview, span, states, sv, stor
     step = [f"_older({name}[t + 1], {older[name]})" for name in buffers if ages and any(
         sym(named[r], l, t + 1, None, k) in lr.carried for r in named for k in ((None,) + gates)
         if (r == "pre_activation") == (name == D) and (name == D or other.get(r) == name))]
-    # a gate's delta is (what reaches its value) ⊙ (its slope, written through its value): the
-    # slopes of every step are computed once before the loop, side by side like the gates,
-    # and each step multiplies them in place, neighbouring gates at once
-    slopes = {}
     for d in lr.delta:
-        q = sym.info[d.lhs]
-        gate = sym("gate", l, t, gate=q.gate) if q.role == "delta" else None
-        if gate is not None and isinstance(d.rhs, sp.HadamardProduct):
-            found = [f for f in d.rhs.args if isinstance(f, ElementwiseApplyFunction) and f.expr == gate]
-            if len(found) == 1:
-                slopes[q.gate] = found[0].function
-    S = local(f"slope_{l}")
-    if slopes:
-        setup.append(f'{S} = _empty(ws, "{S}", (T, B, {width}), dtype)')
-        for run in _runs([k for k in gates if k in slopes], gates, lambda a, b: slopes[a] == slopes[b]):
-            a, b = span[run[0]][0], span[run[-1]][1]
-            setup += pr.apply_into(f"{S}[..., {a}:{b}]", slopes[run[0]], f"{A}[:-1, :, {a}:{b}]")
-    unscaled: list[str] = []
-
-    def scale(which: list[str]) -> list[str]:
-        lines = []
-        for run in _runs([k for k in gates if k in which], gates, lambda a, b: True):
-            a, b = span[run[0]][0], span[run[-1]][1]
-            whole = (a, b) == (0, width)
-            lines.append(f"{D}[t] *= {S}[t]" if whole else f"{D}[t][..., {a}:{b}] *= {S}[t][..., {a}:{b}]")
-        for k in which:
-            unscaled.remove(k)
-        return lines
-
-    for d in lr.delta:
-        q = sym.info[d.lhs]
-        rhs = d.rhs
-        if q.role == "delta" and q.gate in slopes:   # the slope is multiplied in afterwards
-            rest = [f for f in rhs.args if not (isinstance(f, ElementwiseApplyFunction)
-                                                and f.expr == sym("gate", l, t, gate=q.gate))]
-            rhs = sp.HadamardProduct(*rest) if len(rest) > 1 else rest[0]
-        reads = [k for k in unscaled if sym("delta", l, t, gate=k) in rhs.free_symbols]
-        step += scale(reads)
-        expr = _stored_slopes(rhs, {**stored, **saved_at})
+        expr = _stored_slopes(d.rhs, {**stored, **saved_at})
         expr, fill = _stack_transposed(sym, stacks, expr, lambda members: side_by_side(members, t + 1, next_of[D]))
         step += fill
-        if isinstance(expr, sp.HadamardProduct) and len(expr.args) == 2:   # a ⊙ b straight into its row
-            a, b = (pr.vector(f) for f in expr.args)
-            step.append(f"np.multiply({a}, {b}, out={pr.refs[d.lhs]})")
-        else:
-            step.append(f"{pr.refs[d.lhs]}[...] = {pr.vector(expr)}")
-        if q.role == "delta" and q.gate in slopes:
-            unscaled.append(q.gate)
-    step += scale(list(unscaled))
+        step.append(f"{pr.refs[d.lhs]}[...] = {pr.vector(expr)}")
     # over all steps: the parameters' sums (ages added first), the gradient sent below
     finish = []
     total = {name: f"{name}[:-1]" for name in buffers}
@@ -497,17 +453,6 @@ def _backward(rule, lr, spec, local, refs, stacks, gview, span, states, sv, stor
     return {"backward_setup": setup, "backward_step": step, "backward_finish": finish, "grads": grads,
             "down": down["sum"] if l == 1 else down["ages" if ages else "sum"],
             "h0": h0[0] if len(h0) == 1 else f"({', '.join(h0)})", "delta": D, "chunk": chunk}
-
-
-def _runs(ks: list[str], gates, same) -> list[list[str]]:
-    """The gates ks (in gate order) cut into runs of neighbours that `same` joins."""
-    runs: list[list[str]] = []
-    for k in ks:
-        if runs and gates.index(k) == gates.index(runs[-1][-1]) + 1 and same(runs[-1][-1], k):
-            runs[-1].append(k)
-        else:
-            runs.append([k])
-    return runs
 
 
 def _shift(sym, expr: sp.Expr) -> sp.Expr:

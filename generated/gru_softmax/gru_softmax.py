@@ -187,21 +187,15 @@ def _backward(dtop, cache, ws=None):
     delta_r = delta_gates_1[..., 0:4]
     delta_z = delta_gates_1[..., 4:8]
     delta_n = delta_gates_1[..., 8:12]
-    slope_1 = _empty(ws, "slope_1", (T, B, 12), dtype)
-    slope_1[..., 0:8][...] = gates_1[:-1, :, 0:8]*(1 - gates_1[:-1, :, 0:8])
-    np.square(gates_1[:-1, :, 8:12], out=slope_1[..., 8:12])
-    np.subtract(1, slope_1[..., 8:12], out=slope_1[..., 8:12])
     stack_1 = _empty(ws, "stack_1", (B, 12), dtype)
     for t in range(T - 1, -1, -1):
         stack_1[..., 0:4] = delta_r[t + 1]
         stack_1[..., 4:8] = delta_z[t + 1]
         stack_1[..., 8:12] = delta_n[t + 1] * r[t + 1]
         hidden_delta_1[t][...] = g[t] + stack_1 @ recurrent_1_stacked + z[t + 1] * hidden_delta_1[t + 1]
-        np.multiply(hidden_delta_1[t], 1 - z[t], out=delta_n[t])
-        delta_z[t][...] = h[t] * hidden_delta_1[t] - (n[t] * hidden_delta_1[t])
-        delta_gates_1[t][..., 8:12] *= slope_1[t][..., 8:12]
-        np.multiply(delta_n[t], saved_1_0[t], out=delta_r[t])
-        delta_gates_1[t][..., 0:8] *= slope_1[t][..., 0:8]
+        delta_n[t][...] = (hidden_delta_1[t] * (1 - z[t])) * (1 - n[t] ** 2)
+        delta_z[t][...] = (h[t] * hidden_delta_1[t] - (n[t] * hidden_delta_1[t])) * z[t]*(1 - z[t])
+        delta_r[t][...] = (delta_n[t] * saved_1_0[t]) * r[t]*(1 - r[t])
     if tokens:
         grads["W_ir"] = _scatter_steps(xs, delta_r[:-1], 3).T
     else:

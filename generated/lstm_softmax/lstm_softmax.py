@@ -201,19 +201,13 @@ def _backward(dtop, cache, ws=None):
     delta_f = delta_gates_1[..., 4:8]
     delta_g_ = delta_gates_1[..., 8:12]
     delta_o = delta_gates_1[..., 12:16]
-    slope_1 = _empty(ws, "slope_1", (T, B, 16), dtype)
-    slope_1[..., 0:8][...] = gates_1[:-1, :, 0:8]*(1 - gates_1[:-1, :, 0:8])
-    np.square(gates_1[:-1, :, 8:12], out=slope_1[..., 8:12])
-    np.subtract(1, slope_1[..., 8:12], out=slope_1[..., 8:12])
-    slope_1[..., 12:16][...] = gates_1[:-1, :, 12:16]*(1 - gates_1[:-1, :, 12:16])
     for t in range(T - 1, -1, -1):
         hidden_delta_1[t][...] = g[t] + delta_gates_1[t + 1] @ recurrent_1_stacked
         cell_delta_1[t][...] = (1 - saved_1_0[t] ** 2) * o[t] * hidden_delta_1[t] + cell_delta_1[t + 1] * f[t + 1]
-        np.multiply(hidden_delta_1[t], saved_1_0[t], out=delta_o[t])
-        np.multiply(cell_delta_1[t], i[t], out=delta_g_[t])
-        np.multiply(cell_delta_1[t], c[t], out=delta_f[t])
-        np.multiply(cell_delta_1[t], g_[t], out=delta_i[t])
-        delta_gates_1[t] *= slope_1[t]
+        delta_o[t][...] = (hidden_delta_1[t] * saved_1_0[t]) * o[t]*(1 - o[t])
+        delta_g_[t][...] = (cell_delta_1[t] * i[t]) * (1 - g_[t] ** 2)
+        delta_f[t][...] = (cell_delta_1[t] * c[t]) * f[t]*(1 - f[t])
+        delta_i[t][...] = (cell_delta_1[t] * g_[t]) * i[t]*(1 - i[t])
     if tokens:
         grads["W_ii"] = _scatter_steps(xs, delta_i[:-1], 3).T
     else:
