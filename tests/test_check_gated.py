@@ -23,7 +23,6 @@ from hypothesis import strategies as st
 
 from derive import bptt, check, cli
 from derive.cells import CELLS
-from derive.evaluate import NumPyBackend
 from derive.spec import BPTT, Loss, Model, Notation, Spec, SpecError
 from derive.unroll import t as T_SYM
 
