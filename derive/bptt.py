@@ -368,6 +368,21 @@ def kept_steps(spec: Spec, s: int) -> range:
     return range(max(1, s - k + 1), s + 1)
 
 
+def _output_terms(unrolled: Unrolled, s: int, scale: sp.Expr, col) -> tuple[sp.MatrixExpr, dict]:
+    """Form (b) at the output layer for the loss term E_s: the gradient reaching h^L_s (in
+    column math; `col` transposes a row layout in and out) and the output parameters' terms."""
+    sym, m = unrolled.sym, unrolled.spec.model
+    L = m.layers
+    _, rule = output_rule(unrolled, sp.Integer(s), scale)
+    if not m.output_size:
+        return col(rule), {}
+    V = col(sym("output_weight", L + 1))
+    terms = {sym("output_weight", L + 1): col(sp.MatMul(col(rule), col(sym("hidden", L, s)).T))}
+    if m.bias:
+        terms[sym("output_bias", L + 1)] = col(col(rule))
+    return sp.MatMul(V.T, col(rule)), terms
+
+
 def path_sums(spec: Spec, unrolled: Unrolled | None = None) -> dict[sp.MatrixSymbol, sp.MatrixExpr]:
     """Form (b): dL/dθ = Σ_s Σ_k dE_s/dh_s (Π_j ∂h_j/∂h_{j-1}) ∂⁺h_k/∂θ, with explicit Jacobians.
 
@@ -404,15 +419,9 @@ def path_sums(spec: Spec, unrolled: Unrolled | None = None) -> dict[sp.MatrixSym
     scale = loss_scale(spec)
     for s in unrolled.loss_steps:
         s = int(s)
-        node, rule = output_rule(unrolled, sp.Integer(s), scale)
-        if m.output_size:
-            V = col(sym("output_weight", L + 1))
-            g_top = sp.MatMul(V.T, col(rule))
-            terms[sym("output_weight", L + 1)].append(col(sp.MatMul(col(rule), col(sym("hidden", L, s)).T)))
-            if m.bias:
-                terms[sym("output_bias", L + 1)].append(col(col(rule)))
-        else:
-            g_top = col(rule)
+        g_top, output_terms = _output_terms(unrolled, s, scale, col)
+        for p, e in output_terms.items():
+            terms[p].append(e)
         # adjoint of the stacked state at step k from E_s alone: (J_{k+1}...J_s)^T g_s
         state: dict[int, sp.MatrixExpr] = {L: g_top}
         # the steps whose terms E_s keeps: window, s - k < truncate; chunk, k in s's chunk
@@ -581,15 +590,10 @@ def gated_path_sums(spec: Spec, unrolled: Unrolled, values: dict, backend) -> di
     scale = loss_scale(spec)
     for s in unrolled.loss_steps:
         s = int(s)
-        _, rule = output_rule(unrolled, sp.Integer(s), scale)
-        if m.output_size:
-            V = col(sym("output_weight", L + 1))
-            g_top = ev(sp.MatMul(V.T, col(rule)))
-            params[sym("output_weight", L + 1)].append(ev(col(sp.MatMul(col(rule), col(sym("hidden", L, s)).T))))
-            if m.bias:
-                params[sym("output_bias", L + 1)].append(ev(rule))
-        else:
-            g_top = ev(col(rule))
+        g_top, output_terms = _output_terms(unrolled, s, scale, col)
+        g_top = ev(g_top)
+        for p, e in output_terms.items():
+            params[p].append(ev(e))
         state = {L: embed(L, flat(g_top))}   # the adjoint of s^l_k from E_s alone
         first = kept_steps(spec, s).start
         for k in range(s, first - 1, -1):
