@@ -672,7 +672,7 @@ def _gated_layer_pairs(rule: bptt.StepRule, layer: bptt.LayerRule, env: dict, ev
         pairs_delta.append((got[mine_delta[0].lhs] if len(mine_delta) == 1 else sp.zeros(*want.shape) + 1, want))
     # the parameter uses at t, the gradient sent below, and h_0 (c_0) through step 1
     pairs_uses: list = []
-    for assigns, time in ((now, T_SYM), (first, sp.Integer(1))):
+    for assigns, when in ((now, T_SYM), (first, sp.Integer(1))):
         values = dict(local)
         for leaf in leaves(assigns):
             values.setdefault(leaf, symbols(leaf))
@@ -684,7 +684,7 @@ def _gated_layer_pairs(rule: bptt.StepRule, layer: bptt.LayerRule, env: dict, ev
         back: dict = {}
         psi = cut(assigns, values, weights, back, at)
         derivative = lambda leaf: values[leaf].applyfunc(lambda x: sp.diff(psi, x).xreplace(back))
-        if time == T_SYM:
+        if when == T_SYM:
             for p in (p for p in sym.params() if sym.info[p].layer == l):
                 want = derivative(p)
                 pairs_uses.append((ev(layer.uses[p], at) if p in layer.uses else sp.zeros(*want.shape), want))
