@@ -596,9 +596,9 @@ class _Handout:
 
     def bridge(self) -> Section:
         """What the source writes, what this handout writes for it, and what it means."""
-        sym, t, L = self.sym, self.t, self.L
+        sym, t = self.sym, self.t
         at = self.d.unrolled.at(t)
-        E, y = sym("loss", None, t), at.target
+        y = at.target
         rows: list[tuple[Inline, Inline, Inline]] = []
         if self.notation == "doc000" and not self.gated:   # (its rows name the Elman weights)
             rows += [(Math("y^{t}"), self.math(self.h(t)), msg("bridge.output")),
@@ -631,7 +631,7 @@ class _Handout:
 
     def diagram(self) -> Diagram:
         """The network unrolled over T steps: forward arrows, and the deltas flowing back."""
-        sym, L, T, m, P = self.sym, self.L, self.T, self.m, self.P
+        sym, L, T, m = self.sym, self.L, self.T, self.m
         dx, dy = 2.6, 1.5
         nodes, edges = [], []
         label = {}
@@ -657,10 +657,8 @@ class _Handout:
         for time in range(1, T + 1):
             tt = sp.Integer(time)
             node(f"x{time}", time * dx, 0, sym("input", None, tt))
-            top = f"h{L}t{time}"
             if m.output_size:
                 node(f"y{time}", time * dx, (L * rows + 1) * dy, self.d.unrolled.prediction(tt))
-                top = f"y{time}"
             if time in steps:
                 node(f"E{time}", time * dx, (L * rows + 1 + bool(m.output_size)) * dy, sym("loss", None, tt))
         for time in range(1, T + 1):
@@ -726,7 +724,6 @@ class _Handout:
             blocks.append(Equations(tuple(split)))
         if self.preset and self.notation == "d2l" and not self.gated:   # (document 002 is an Elman RNN)
             relu = ACTIVATIONS["relu"]
-            a = sym("pre_activation", 1, t)
             blocks.append(Paragraph((msg("d2l.shared", weights=Math(", ".join(self.tex(p) for p in sym.params()))),
                                      msg("d2l.relu", f=Math(r"f = " + P.function_name(self.act.value)),
                                          relu=self.math(sp.Eq(sp.Symbol("f(a)"), relu.value.xreplace({u: sp.Symbol("a")}))),
@@ -790,7 +787,7 @@ class _Handout:
 
     def deltas(self) -> Section:
         """The generic delta rule (the document's form first), then one block per step, T down to 1."""
-        d, P, sym, t = self.d, self.P, self.sym, self.t
+        d, sym, t = self.d, self.sym, self.t
         rule = d.rule
         blocks: list[Block] = [] if self.gated else [
             Paragraph((msg("delta.intro_scalar", cdot=Math(r"\cdot")) if self.scalar else msg("delta.intro", odot=Math(r"\odot")),))]
@@ -854,7 +851,7 @@ class _Handout:
     def grads(self) -> Section:
         """Per parameter: the compact sum over steps, each step's contribution, the total and
         the update; clipping."""
-        d, P, name, sym, t = self.d, self.P, self.name, self.sym, self.t
+        d, name, sym, t = self.d, self.name, self.sym, self.t
         rule = d.rule
         blocks: list[Block] = []
         compact = {**{p: e for layer in rule.layers for p, e in layer.uses.items()}, **rule.output_uses}
@@ -936,7 +933,7 @@ class _Handout:
 
     def paths(self) -> Section:
         """The same gradient as a sum over paths; the documents' own path sums."""
-        sym, P, L, T, m = self.sym, self.P, self.L, self.T, self.m
+        sym, L, T, m = self.sym, self.L, self.T, self.m
         t, k, j = self.t, self.k, self.j
         h = lambda time: sym("hidden", L, time)  # noqa: E731
         theta = sym("input_weight", 1, gate=self.gate_keys[0] if self.gated else None)
