@@ -66,29 +66,20 @@ class _Stacks:
         return self.made[key]
 
 
-def _weight_product(sym, expr: sp.Expr) -> tuple[sp.MatrixSymbol, sp.Expr] | None:
-    """A gate weight times a vector, W_k v (x W_k in row layout): (W_k, v)."""
+def _gate_product(sym, expr: sp.Expr, transposed: bool = False) -> tuple[sp.MatrixSymbol, sp.Expr] | None:
+    """A gate weight times a vector, W_k v (v W_k in row layout), or with `transposed` its
+    transpose times one, W_k^T y (y W_k^T): (W_k, the vector)."""
     if not isinstance(expr, sp.MatMul):
         return None
     coeff, factors = expr.as_coeff_matrices()
     if coeff != 1 or len(factors) != 2:
         return None
     w, vec = (factors[1], factors[0]) if sym.row else factors
+    if transposed != isinstance(w, sp.Transpose):
+        return None
+    w = w.arg if transposed else w
     if isinstance(w, sp.MatrixSymbol) and sym.info[w].gate and sym.info[w].role.endswith("weight"):
         return w, vec
-    return None
-
-
-def _transposed_product(sym, expr: sp.Expr) -> tuple[sp.MatrixSymbol, sp.Expr] | None:
-    """A gate weight's transpose times a vector, W_k^T y (y W_k^T in row layout): (W_k, y)."""
-    if not isinstance(expr, sp.MatMul):
-        return None
-    coeff, factors = expr.as_coeff_matrices()
-    if coeff != 1 or len(factors) != 2:
-        return None
-    wt, vec = (factors[1], factors[0]) if sym.row else factors
-    if isinstance(wt, sp.Transpose) and isinstance(wt.arg, sp.MatrixSymbol) and sym.info[wt.arg].gate:
-        return wt.arg, vec
     return None
 
 
@@ -110,7 +101,7 @@ def _stack_transposed(sym, stacks: _Stacks, expr: sp.Expr, holder_ref) -> tuple[
             groups: dict = {}
             rest = []
             for a in args:
-                found = _transposed_product(sym, a)
+                found = _gate_product(sym, a, transposed=True)
                 if found is None:
                     rest.append(a)
                 else:
@@ -167,7 +158,7 @@ def _stored_slopes(expr: sp.Expr, stored: dict) -> sp.Expr:
     return rewrite(expr)
 
 
-def layers_view(rule: "StepRule", spec, local, refs: dict) -> list[dict]:
+def layers_view(rule: "StepRule", spec, local, refs: dict, params: list[dict]) -> list[dict]:
     """The per-layer view of a gated module: forward and backward lines, printed from the step rule."""
     sym, m = rule.sym, spec.model
     names = sym.names
@@ -220,7 +211,7 @@ def layers_view(rule: "StepRule", spec, local, refs: dict) -> list[dict]:
         for k in gates:
             for e in recurrent[k]:
                 for node in sp.preorder_traversal(e):
-                    found = _weight_product(sym, node) if isinstance(node, sp.MatMul) else None
+                    found = _gate_product(sym, node) if isinstance(node, sp.MatMul) else None
                     if found is not None:
                         products.setdefault(found[1], []).append((k, node))
         step_pr = LoopCodePrinter(sym, {**refs, **step_refs, **{sym("gate", l, t, gate=k): f"{gview[k]}[t]" for k in gates},
@@ -318,7 +309,7 @@ def layers_view(rule: "StepRule", spec, local, refs: dict) -> list[dict]:
                     "stores": [{"name": name, "v": f"{name}v"} for name in store_lines.values()],
                     "stack_lines": stacks.lines, "forward_all": forward_all, "forward_tokens": forward_tokens,
                     "forward_setup": setup, "forward_step": forward_step,
-                    "param_locals": [], "down_is_xs": l == 1})
+                    "param_locals": [x for x in params if x["layer"] == l], "down_is_xs": l == 1})
     return out
 
 

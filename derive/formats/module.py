@@ -120,31 +120,23 @@ def _param_view(sym, local: Namer) -> list[dict]:
             shape = (max(shape),)
         name = sym.names.python(q.role, q.layer, q.gate)
         out.append({"name": name, "local": local(name), "role": q.role, "layer": q.layer,
-                    "shape": repr(shape), "gate": repr(q.gate)})
+                    "shape": repr(shape), "gate": repr(q.gate), "gate_letter": q.gate})
     return out
 
 
-def module_view(derivation: "Derivation", command: str, template: str, local: Namer | None = None) -> dict:
-    rule, spec = derivation.rule, derivation.spec
+def _elman_layers(rule, spec, local: Namer, refs: dict, params: list[dict], h: dict, delta: dict) -> list[dict]:
+    """The per-layer view of `module_loop.py.j2` for an Elman cell: forward and backward
+    lines printed from the step rule's projection, recurrence, activation and delta."""
     sym, m = rule.sym, spec.model
     names = sym.names
-    L = m.layers
     chunk = spec.bptt.truncate_style == "chunk"
     k = 0 if chunk else spec.bptt.truncate     # window truncation: the age axis
-    local = local or Namer()
-    params = _param_view(sym, local)
-    h = {l: local(names.python("hidden", l)) for l in range(1, L + 1)}
-    delta = {l: local("delta_" + h[l]) for l in range(1, L + 1)}
-    refs: dict = {p: local(names.python(sym.info[p].role, sym.info[p].layer, sym.info[p].gate)) for p in sym.params()}
 
     def printer(extra: dict, steps: bool = False) -> LoopCodePrinter:
         return LoopCodePrinter(sym, {**refs, **extra}, steps)
 
-    # a gated cell's layers have their own view (derive/formats/gated.py)
-    layers = gated_layers(rule, spec, local, refs) if sym.cell.GATES else []
-    for layer in layers:
-        layer["param_locals"] = [x for x in params if x["layer"] == layer["layer"]]
-    for lr in ([] if sym.cell.GATES else rule.layers):
+    layers = []
+    for lr in rule.layers:
         l = lr.layer
         H = m.hidden_sizes[l - 1]
         hv, dv = local(f"{h[l]}v"), local(f"{delta[l]}v")   # lists of per-step views: cheap to index
@@ -168,7 +160,7 @@ def module_view(derivation: "Derivation", command: str, template: str, local: Na
         delta_rule = lr.delta[0].rhs
         # with a workspace, the top layer's deltas take the logits' bytes: loss_and_grads has
         # released the logits before the recursion runs (the workspace holds one buffer less)
-        delta_key = "logits" if l == L and m.output_size else None
+        delta_key = "logits" if l == m.layers and m.output_size else None
         total_part, slope_part = (delta_rule.args if isinstance(delta_rule, sp.HadamardProduct)
                                   else (delta_rule, None))
         slope_printer = printer({}, steps=True)
@@ -247,6 +239,30 @@ def module_view(derivation: "Derivation", command: str, template: str, local: Na
             "param_locals": [x for x in params if x["layer"] == l],
             "step_state": f'cache["{h[l]}"][1]',
         })
+    return layers
+
+
+def module_view(derivation: "Derivation", command: str, template: str, local: Namer | None = None) -> dict:
+    rule, spec = derivation.rule, derivation.spec
+    sym, m = rule.sym, spec.model
+    names = sym.names
+    L = m.layers
+    chunk = spec.bptt.truncate_style == "chunk"
+    k = 0 if chunk else spec.bptt.truncate     # window truncation: the age axis
+    local = local or Namer()
+    params = _param_view(sym, local)
+    h = {l: local(names.python("hidden", l)) for l in range(1, L + 1)}
+    delta = {l: local("delta_" + h[l]) for l in range(1, L + 1)}
+    refs: dict = {p: local(names.python(sym.info[p].role, sym.info[p].layer, sym.info[p].gate)) for p in sym.params()}
+
+    def printer(extra: dict, steps: bool = False) -> LoopCodePrinter:
+        return LoopCodePrinter(sym, {**refs, **extra}, steps)
+
+    # the layers: an Elman cell's from `_elman_layers`, a gated cell's from derive/emit/gated.py
+    if sym.cell.GATES:
+        layers = gated_layers(rule, spec, local, refs, params)
+    else:
+        layers = _elman_layers(rule, spec, local, refs, params, h, delta)
     output = None
     loss = LOSSES[spec.loss.kind]
     top = sym("hidden", L, t)
@@ -415,7 +431,7 @@ def _torch_view(params: list[dict], spec, gates: tuple[str, ...]) -> list[dict]:
         k = x["layer"] - 1
         key = {"input_weight": f"weight_ih_l{k}", "recurrent_weight": f"weight_hh_l{k}", "bias": f"bias_ih_l{k}",
                "recurrent_bias": f"bias_hh_l{k}", "output_weight": "out.weight", "output_bias": "out.bias"}[x["role"]]
-        gate = eval(x["gate"])   # the repr of a validated gate letter or None
+        gate = x["gate_letter"]
         added = x["role"] == "bias" and not (gru_after and gate == "n")
         rows.append({"name": x["name"], "key": key, "hh_key": f"bias_hh_l{k}" if added else "",
                      "block": gates.index(gate) if gate else 0, "blocks": len(gates) if gate else 1,
