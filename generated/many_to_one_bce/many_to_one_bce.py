@@ -68,6 +68,20 @@ def forward(params, xs, h0=None, *, check_finite=True, workspace=None):
     return hs.copy(), cache   # a copy: changing hs never changes what backward() sees
 
 
+def backward(dhs, cache, *, clip=None, clip_norm=None, check_finite=True, workspace=None):
+    """BPTT given the upstream gradient dhs (T, B, 1) on the top hidden states.
+
+    clip and clip_norm override the spec's clipping for this call (None keeps it, 0 = off).
+    workspace: a Workspace() kept across calls for the scratch buffers (the deltas, ...)."""
+    clip, clip_norm = _check_clip(clip, clip_norm)
+    ws = _check_workspace(workspace)
+    xs = _check_cache(cache)
+    dhs = _check_array("dhs", dhs, xs.shape[:2] + (1,), cache["o"].dtype, check_finite)
+    grads = _backward(dhs, cache, ws)
+    grads["w_o"] = np.zeros_like(cache["params"]["w_o"])
+    return _finish(grads, clip, clip_norm)
+
+
 def _forward(params, xs, h0, check_finite, ws=None, private=False):
     """ws: the workspace for scratch buffers, or None; private=True when the cache never leaves
     the module (loss_and_grads), so that the hidden states may live in the workspace too."""
@@ -98,20 +112,6 @@ def _forward(params, xs, h0, check_finite, ws=None, private=False):
         "h_final": [o[-1]],
     }
     return o[1:], cache
-
-
-def backward(dhs, cache, *, clip=None, clip_norm=None, check_finite=True, workspace=None):
-    """BPTT given the upstream gradient dhs (T, B, 1) on the top hidden states.
-
-    clip and clip_norm override the spec's clipping for this call (None keeps it, 0 = off).
-    workspace: a Workspace() kept across calls for the scratch buffers (the deltas, ...)."""
-    clip, clip_norm = _check_clip(clip, clip_norm)
-    ws = _check_workspace(workspace)
-    xs = _check_cache(cache)
-    dhs = _check_array("dhs", dhs, xs.shape[:2] + (1,), cache["h_final"][0].dtype, check_finite)
-    grads = _backward(dhs, cache, ws)
-    grads["w_o"] = np.zeros_like(cache["params"]["w_o"])
-    return _finish(grads, clip, clip_norm)
 
 
 def _backward(dtop, cache, ws=None):
