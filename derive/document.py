@@ -1354,7 +1354,8 @@ class _Handout:
         name, command = self.name, self.command
         check = f"derive check --preset {name}" if command.startswith("derive build --all") or "--preset" in command \
             else f"derive check {name}.toml"
-        return Section(msg("section.proof"), (Paragraph((msg("proof.shown", ref=self.ref("pathsum")),
+        shown = "proof.shown_gated" if self.gated else "proof.shown"   # what derive check proves for the cell
+        return Section(msg("section.proof"), (Paragraph((msg(shown, ref=self.ref("pathsum")),
                                                          msg("proof.repeat", command=Code(check)))),))
 
     def notes(self) -> Section | None:

@@ -219,6 +219,17 @@ def test_the_elman_handouts_have_none_of_the_gated_sections() -> None:
     md = render_all(preset("elman_softmax"), ["md"], "loop", "derive build --all")["md"]
     for title in ("Why the additive path", "Conventions of the frameworks", "The gates and"):
         assert f"## {title}" not in md
+    assert "the activation left as a generic f" in md and "sigmoid and tanh" not in md
+
+
+@pytest.mark.parametrize("name", SPECS)
+def test_the_proof_says_what_derive_check_proves_for_a_gated_cell(name: str, built: dict) -> None:
+    """derive check leaves the gates' sigmoid and the tanh generic and unrolls two steps
+    exactly (README, "What derive check proves"); the handout says that, not the Elman f."""
+    md = built[name]["md"]
+    proof = md[md.index("## Proof"):]
+    assert "with the sigmoid and tanh left as generic functions" in proof
+    assert "the loss unrolled over two steps" in proof and "a generic f" not in proof
 
 
 # --------------------------------------------------------------------------- an independent implementation
